@@ -1,0 +1,187 @@
+"""What each command does, as plain functions returning an exit code (testable without Typer)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from experiments.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def train(conf: Optional[str], overrides: list[str], resume: Optional[str] = None, print_cfg: bool = False) -> int:
+    from omegaconf import OmegaConf
+
+    from cli import hydra_bridge as hb
+    from experiments.config import validate
+
+    if resume:
+        conf, overrides = _resume_overrides(Path(resume), conf, overrides)
+    conf = hb.check_experiment(conf)
+    cfg = hb.compose(conf, overrides)
+    validate(hb.task_config(cfg))  # schema errors surface here, before Hydra creates anything
+    if print_cfg:
+        console.print(OmegaConf.to_yaml(hb.task_config(cfg), resolve=True), end="", markup=False, highlight=False)
+        return 0
+    run_dir = hb.resolved_run_dir(cfg)
+    if not resume:
+        _refuse_existing(run_dir)
+    outcome: dict = {}
+
+    def task(job_cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from experiments.runner import run_experiment
+
+        try:
+            outcome["summary"] = run_experiment(hb.task_config(job_cfg), Path(HydraConfig.get().runtime.output_dir), conf)
+        except BaseException as err:  # noqa: BLE001 - reported by the CLI after Hydra returns
+            outcome["error"] = err
+
+    hb.launch(conf, [*overrides, f"hydra.run.dir={hb.quote(str(run_dir))}"], task)
+    if "error" in outcome:
+        raise outcome["error"]
+    return _print_run_summary(outcome["summary"])
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(
+            f"run directory {run_dir} already exists and is not empty; nnrun never overwrites a run. "
+            f"Choose another hydra.run.dir, or continue it with `nnrun train resume={run_dir}`"
+        )
+
+
+def _resume_overrides(run_dir: Path, conf: Optional[str], extra: list[str]) -> tuple[str, list[str]]:
+    """The experiment name and overrides a run was started with, plus resume= and new ones."""
+    import yaml
+
+    from experiments.runs import SUMMARY, read_json
+
+    run_dir = run_dir.resolve()
+    summary_path, overrides_path = run_dir / SUMMARY, run_dir / ".hydra" / "overrides.yaml"
+    if not summary_path.is_file() or not overrides_path.is_file():
+        raise UserError(f"cannot resume {run_dir}: not an nnrun run directory (no summary.json or .hydra/overrides.yaml)")
+    summary = read_json(summary_path)
+    name = summary.get("experiment")
+    if conf and conf != name:
+        raise UserError(f"cannot resume {run_dir} as conf={conf}: it is a run of '{name}'; drop conf=")
+    previous = [o for o in (yaml.safe_load(overrides_path.read_text()) or []) if not o.startswith("resume=")]
+    from cli.hydra_bridge import quote
+
+    return name, [*previous, *extra, f"resume={quote(str(run_dir))}", f"hydra.run.dir={quote(str(run_dir))}"]
+
+
+def _print_run_summary(summary: dict) -> int:
+    table = Table(title=f"{summary['experiment']}: {summary['status']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in _summary_rows(summary):
+        table.add_row(key, value)
+    console.print(table)
+    return 0 if summary["status"] == "completed" else 130
+
+
+def _summary_rows(summary: dict) -> list[tuple[str, str]]:
+    rows = []
+    for section in ("test", "best", "final"):
+        value = summary.get(section)
+        if isinstance(value, dict):
+            for k, v in _flatten(value).items():
+                rows.append((f"{section}.{k}", _fmt(v)))
+    rows += [("steps", str(summary.get("steps_done", "-"))), ("epochs", _fmt(summary.get("epochs_done", "-"))),
+             ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"), ("run dir", summary["run_dir"])]
+    return rows
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif v is not None:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def evaluate(run_dir: Path, which: str, split: str) -> int:
+    from experiments.runner import load_experiment
+    from experiments.runs import write_json_atomic
+    from experiments.training import LOOPS
+
+    run_dir = run_dir.resolve()
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist; pass a directory under outputs/")
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
+    exp = load_experiment(run_dir)
+    metrics = LOOPS.get(exp.trainer.name).evaluate(exp, run_dir, split=split, which=which)
+    write_json_atomic(run_dir / "eval.json", metrics)
+    table = Table(title=f"eval {run_dir.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in _flatten(metrics).items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+    console.print(f"wrote {run_dir / 'eval.json'}")
+    return 0
+
+
+def show(conf: Optional[str], overrides: list[str]) -> int:
+    from cli import hydra_bridge as hb
+    from experiments.config import validate
+    from experiments.inspect import model_table
+
+    conf = hb.check_experiment(conf)
+    exp = validate(hb.task_config(hb.compose(conf, overrides)))
+    columns, rows, totals = model_table(exp)
+    table = Table(title=f"{conf}: model '{exp.model.name}' on '{exp.data.name}'")
+    for c in columns:
+        table.add_column(c, justify="right" if c in ("Params", "FLOPs") else "left")
+    for row in rows:
+        table.add_row(*row)
+    table.add_section()
+    table.add_row(*totals)
+    console.print(table)
+    return 0
+
+
+def list_all() -> int:
+    from experiments.config import OPTIMIZERS, SCHEDULES, config_dir, experiment_names
+    from experiments.data import DATASETS
+    from experiments.models import MODELS
+    from experiments.training import LOOPS
+
+    table = Table(title="nnrun")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("description")
+    for name in experiment_names():
+        table.add_row("experiment", name, _header_comment(config_dir() / f"{name}.yaml"))
+    for name, entry in MODELS.items():
+        table.add_row("model", name, f"[{entry.family}] {entry.description}")
+    for name, entry in DATASETS.items():
+        table.add_row("dataset", name, entry.description.splitlines()[0] if entry.description else "")
+    for name in OPTIMIZERS:
+        table.add_row("optimizer", name, "")
+    for name in SCHEDULES:
+        table.add_row("schedule", name, "")
+    for name, entry in LOOPS.items():
+        table.add_row("trainer", name, entry.description)
+    console.print(table)
+    return 0
+
+
+def _header_comment(path: Path) -> str:
+    """The first comment line after the command line in an experiment's header."""
+    lines = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")]
+    body = [ln for ln in lines if not ln.startswith("nnrun ")]
+    return body[0] if body else ""

@@ -1,0 +1,379 @@
+"""The supervised gradient loop: classifiers trained by cross-entropy with optax.
+
+The whole dataset lives on the device; each epoch's order is a jax.random permutation;
+the step is one pure, jitted function of arrays with the state buffers donated, and the
+host only reads metrics back once per chunk of `log_every` steps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from experiments.checkpoints import Checkpointer
+from experiments.config import Experiment
+from experiments.data import Dataset, Split, load_dataset
+from experiments.errors import NonFiniteLossError, UserError
+from experiments.models import DataInfo, build_model
+from experiments.runs import Run, StopRequest
+from experiments.training import register_loop
+from experiments.training.optim import make_optimizer
+from experiments.training.progress import TrainProgress
+
+
+@dataclass
+class SupervisedTrainerConfig:
+    name: str = "supervised"
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    log_every: int = 100  # steps per chunk: metrics reach the host once per chunk
+    scan: Optional[bool] = None  # run a chunk as one lax.scan program; None = backend default
+    max_steps: Optional[int] = None  # stop after this many steps in total (smoke runs)
+    checkpoint_every: int = 1  # epochs between periodic checkpoints
+    keep: int = 3  # periodic checkpoints kept
+    best_metric: str = "accuracy"  # validation metric that picks the best checkpoint (higher is better)
+    progress: bool = True
+    plots: bool = True
+
+
+def default_scan(backend: str) -> bool:
+    """Per-step dispatch on CPU, scanned chunks elsewhere.
+
+    Measured on the 2-core XLA-CPU machine (benchmarks/lenet5_speed.py): a scanned
+    chunk of LeNet5 steps ran at about half the images/s of the same step dispatched
+    one call at a time (XLA-CPU runs a while-loop body without the inter-op
+    parallelism it gives a top-level program). On accelerators dispatch overhead
+    dominates small steps, so the scan wins there.
+    """
+    return backend != "cpu"
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: Any
+    model_state: Any  # non-parameter collections (e.g. batch_stats); {} for most models
+    opt_state: Any
+    epoch_sums: jax.Array  # [loss*n, correct, n] accumulated over the current epoch
+    first_bad_step: jax.Array  # first step whose loss was non-finite, -1 if none
+
+
+def init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_shape) -> TrainState:
+    variables = model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    params = variables.pop("params") if hasattr(variables, "pop") else variables["params"]
+    model_state = {k: v for k, v in dict(variables).items() if k != "params"}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=model_state,
+        opt_state=tx.init(params),
+        epoch_sums=jnp.zeros(3, jnp.float32),
+        first_bad_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def make_train_step(model, tx: optax.GradientTransformation, batch_size: int, dropout_key: jax.Array) -> Callable:
+    """A pure step: (state, X, Y, order, i) -> state, training on batch i of `order`."""
+
+    def loss_fn(params, model_state, x, y, rng):
+        variables = {"params": params, **model_state}
+        if model_state:
+            logits, new_model_state = model.apply(
+                variables, x, train=True, rngs={"dropout": rng}, mutable=list(model_state)
+            )
+        else:
+            logits, new_model_state = model.apply(variables, x, train=True, rngs={"dropout": rng}), model_state
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, (logits, new_model_state)
+
+    def train_step(state: TrainState, X, Y, order, i) -> TrainState:
+        idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+        x, y = X[idx], Y[idx]
+        rng = jax.random.fold_in(dropout_key, state.step)
+        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.model_state, x, y, rng
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y)
+        sums = state.epoch_sums + jnp.stack([loss * batch_size, correct, batch_size]).astype(jnp.float32)
+        bad = (state.first_bad_step < 0) & ~jnp.isfinite(loss)
+        return state.replace(
+            step=state.step + 1,
+            params=params,
+            model_state=model_state,
+            opt_state=opt_state,
+            epoch_sums=sums,
+            first_bad_step=jnp.where(bad, state.step, state.first_bad_step),
+        )
+
+    return train_step
+
+
+def make_chunk(train_step: Callable, length: int) -> Callable:
+    """`length` steps as one compiled program (lax.scan)."""
+
+    def chunk(state, X, Y, order, start):
+        def body(s, i):
+            return train_step(s, X, Y, order, start + i), None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(length))
+        return state
+
+    return chunk
+
+
+class Evaluator:
+    """Compiled evaluation of a whole split. The split is padded once to a multiple of
+    the batch size with a mask, so a last partial batch needs no recompilation."""
+
+    def __init__(self, model, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self._batches: dict[int, tuple] = {}
+
+        def evaluate(variables, xb, yb, mb):
+            def body(acc, batch):
+                x, y, m = batch
+                logits = model.apply(variables, x, train=False)
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+                correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+                return acc + jnp.stack([jnp.sum(loss * m), jnp.sum(correct * m), jnp.sum(m)]), None
+
+            acc, _ = jax.lax.scan(body, jnp.zeros(3, jnp.float32), (xb, yb, mb))
+            return acc
+
+        self._evaluate = jax.jit(evaluate)
+
+    def _device_batches(self, split: Split) -> tuple:
+        key = id(split)
+        if key not in self._batches:
+            n = len(split)
+            b = min(self.batch_size, n)
+            nb = -(-n // b)
+            pad = nb * b - n
+            x = np.concatenate([split.x, np.zeros((pad, *split.x.shape[1:]), split.x.dtype)])
+            y = np.concatenate([split.y, np.zeros((pad,), split.y.dtype)])
+            m = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+            self._batches[key] = tuple(
+                jax.device_put(a.reshape(nb, b, *a.shape[1:])) for a in (x, y, m)
+            )
+        return self._batches[key]
+
+    def __call__(self, variables, split: Split) -> dict[str, float]:
+        loss_sum, correct, n = np.asarray(self._evaluate(variables, *self._device_batches(split)))
+        return {"loss": float(loss_sum / n), "accuracy": float(correct / n)}
+
+
+@dataclass
+class Setup:
+    """Everything built from an experiment, shared by train, eval and the benchmarks."""
+
+    dataset: Dataset
+    model: Any
+    tx: optax.GradientTransformation
+    lr_schedule: Callable
+    steps_per_epoch: int
+    key: jax.Array
+
+
+def build_setup(exp: Experiment, dataset: Optional[Dataset] = None) -> Setup:
+    trainer = exp.trainer
+    dataset = dataset or load_dataset(exp.data)
+    n_train = len(dataset.train)
+    if trainer.batch_size < 1 or trainer.batch_size > n_train:
+        raise UserError(
+            f"bad value for 'trainer.batch_size': {trainer.batch_size}; it must be between 1 and the "
+            f"training-set size ({n_train})"
+        )
+    steps_per_epoch = n_train // trainer.batch_size  # the last partial batch is dropped; order changes each epoch
+    model = build_model(exp.model, DataInfo(dataset.input_shape, dataset.num_classes))
+    tx, lr = make_optimizer(exp.optim, exp.schedule, steps_per_epoch, trainer.epochs)
+    return Setup(dataset, model, tx, lr, steps_per_epoch, jax.random.key(exp.seed))
+
+
+def initial_state(setup: Setup) -> TrainState:
+    return init_state(setup.model, setup.tx, jax.random.fold_in(setup.key, 0), setup.dataset.input_shape)
+
+
+def epoch_order(key: jax.Array, epoch: int, n: int) -> jax.Array:
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
+
+
+def _variables(state: TrainState) -> dict:
+    return {"params": state.params, **state.model_state}
+
+
+@register_loop(
+    "supervised",
+    schema=SupervisedTrainerConfig,
+    evaluate=lambda *a, **k: evaluate_run(*a, **k),
+    uses_optimizer=True,
+    description="gradient descent on cross-entropy (classifiers)",
+)
+def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
+    t = exp.trainer
+    if t.epochs < 1:
+        raise UserError(f"bad value for 'trainer.epochs': {t.epochs}; it must be >= 1")
+    if t.log_every < 1:
+        raise UserError(f"bad value for 'trainer.log_every': {t.log_every}; it must be >= 1")
+    setup = build_setup(exp)
+    data = setup.dataset
+    backend = jax.default_backend()
+    use_scan = default_scan(backend) if t.scan is None else t.scan
+    total_steps = setup.steps_per_epoch * t.epochs
+    if t.max_steps is not None:
+        total_steps = min(total_steps, t.max_steps)
+
+    train_step = make_train_step(setup.model, setup.tx, t.batch_size, jax.random.fold_in(setup.key, 2))
+    step_fn = jax.jit(train_step, donate_argnums=0)
+    chunk_fn = jax.jit(make_chunk(train_step, t.log_every), donate_argnums=0) if use_scan else None
+    evaluator = Evaluator(setup.model, t.eval_batch_size)
+    ckpt = Checkpointer(run.checkpoint_dir, keep=t.keep)
+
+    state = initial_state(setup)
+    history = _History()
+    if exp.resume:
+        state, restored_step = _restore_for_resume(ckpt, state, run)
+        history = _History.from_metrics(run.metrics())
+    X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
+    n_train = len(data.train)
+
+    step = int(state.step)
+    start_epoch, start_i = divmod(step, setup.steps_per_epoch)
+    status, progress = "completed", TrainProgress(t.epochs, setup.steps_per_epoch, enabled=t.progress)
+    with progress:
+        for epoch in range(start_epoch, t.epochs):
+            if step >= total_steps:
+                break
+            order = epoch_order(setup.key, epoch, n_train)
+            i = start_i if epoch == start_epoch else 0
+            if i == 0:
+                state = state.replace(epoch_sums=jnp.zeros(3, jnp.float32))
+            prev_sums = np.asarray(state.epoch_sums)
+            while i < setup.steps_per_epoch and step < total_steps and not stop:
+                n = min(t.log_every, setup.steps_per_epoch - i, total_steps - step)
+                chunk_start = time.perf_counter()
+                if chunk_fn is not None and n == t.log_every:
+                    state = chunk_fn(state, X, Y, order, i)
+                else:
+                    for j in range(n):
+                        state = step_fn(state, X, Y, order, i + j)
+                        if stop:
+                            n = j + 1
+                            break
+                sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
+                elapsed = time.perf_counter() - chunk_start
+                i, step = i + n, step + n
+                bad = int(state.first_bad_step)
+                if bad >= 0:
+                    raise NonFiniteLossError(bad, float("nan"))
+                loss, acc, seen = _chunk_metrics(sums, prev_sums)
+                prev_sums = sums
+                # the first chunk includes compilation, so it reports no throughput
+                ips = seen / elapsed if history.first_chunk_s is not None else None
+                if history.first_chunk_s is None:
+                    history.first_chunk_s = elapsed
+                rec = {"step": step, "epoch": epoch + i / setup.steps_per_epoch, "split": "train",
+                       "loss": loss, "accuracy": acc, "lr": float(setup.lr_schedule(step - 1)),
+                       "images_per_s": ips, "time": time.time()}
+                run.log_metrics(rec)
+                progress.update(epoch, i, loss, acc, ips)
+            if stop:
+                status = "interrupted"
+                ckpt.save("last", step, state)
+                break
+            if i < setup.steps_per_epoch:  # max_steps reached mid-epoch
+                ckpt.save("last", step, state)
+                break
+            epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+            val = evaluator(_variables(state), data.val) if data.val is not None else None
+            run.log_metrics({"step": step, "epoch": epoch + 1, "split": "val" if val else "train_epoch",
+                             **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
+                             "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
+            history.end_epoch(epoch + 1, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
+            if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+                ckpt.save("last", step, state)
+            if history.best_epoch == epoch + 1:
+                ckpt.save("best", step, state)
+            progress.end_epoch(epoch + 1, val)
+
+    result = {
+        "status": status,
+        "epochs_done": step / setup.steps_per_epoch,
+        "steps_done": step,
+        "steps_per_epoch": setup.steps_per_epoch,
+        "best": history.best(),
+        "final": {"val": history.last_val},
+        "backend": backend,
+        "scan": use_scan,
+        "first_chunk_s": history.first_chunk_s,
+    }
+    if status == "completed":
+        result["test"] = evaluator(_variables(state), data.test)
+    if status == "interrupted":
+        result["interrupted_by"] = stop.name
+    ckpt.close()
+    return result
+
+
+def _chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, float]:
+    d = sums - prev
+    seen = float(d[2])
+    return float(d[0] / max(seen, 1)), float(d[1] / max(seen, 1)), seen
+
+
+def _restore_for_resume(ckpt: Checkpointer, state: TrainState, run: Run) -> tuple[TrainState, int]:
+    if ckpt.latest_step("last") is None:
+        raise UserError(f"cannot resume {run.dir}: it has no checkpoint in checkpoints/last; start a new run instead")
+    state, step = ckpt.restore("last", state)
+    run.truncate_metrics(step)
+    return state, step
+
+
+class _History:
+    """Best/last validation metrics, rebuilt from metrics.jsonl on resume."""
+
+    def __init__(self):
+        self.best_epoch: Optional[int] = None
+        self.best_value = -float("inf")
+        self.best_metrics: dict = {}
+        self.last_val: Optional[dict] = None
+        self.first_chunk_s: Optional[float] = None
+
+    @classmethod
+    def from_metrics(cls, records: list[dict], metric: str = "accuracy") -> "_History":
+        h = cls()
+        for r in records:
+            if r.get("split") in ("val", "train_epoch"):
+                h.end_epoch(int(r["epoch"]), r["step"], {"loss": r["loss"], "accuracy": r["accuracy"]}, metric)
+        return h
+
+    def end_epoch(self, epoch: int, step: int, val: dict, metric: str) -> None:
+        self.last_val = val
+        value = val.get(metric, -float("inf"))
+        if metric == "loss":
+            value = -value
+        if value > self.best_value:
+            self.best_epoch, self.best_value, self.best_metrics = epoch, value, {"epoch": epoch, "step": step, **val}
+
+    def best(self) -> dict:
+        return self.best_metrics
+
+
+def evaluate_run(exp: Experiment, run_dir, split: str = "test", which: str = "best") -> dict:
+    """Rebuild the model from a run's config, restore a checkpoint, evaluate one split."""
+    setup = build_setup(exp)
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    try:
+        state, step = ckpt.restore(which, initial_state(setup))
+    finally:
+        ckpt.close()
+    metrics = Evaluator(setup.model, exp.trainer.eval_batch_size)(_variables(state), setup.dataset.split(split))
+    return {"split": split, "checkpoint": which, "step": step, **metrics}

@@ -1,0 +1,251 @@
+"""Tests of the binary Hopfield network (experiments.models.hopfield) and the pattern
+datasets (experiments.data.patterns). Deterministic: every random draw is seeded."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.data import load_dataset
+from experiments.data.patterns import GLYPHS, BinaryDigitsConfig, PatternsConfig, glyph, load_binary_digits, load_letters
+from experiments.errors import UserError
+from experiments.models import MODELS, DataInfo, build_model
+from experiments.models import hopfield as H
+
+
+@pytest.fixture(scope="module")
+def letters():
+    ds = load_letters(PatternsConfig())
+    x = jnp.asarray(ds.train.x)
+    return ds, x, H.store(x)
+
+
+def _random_networks(n_units: int, cases: int, seed: int, integer: bool):
+    """Random symmetric W with zero diagonal, random theta and random {0,1} states.
+
+    Integer-valued W with integer/half-integer theta makes exact ties (field == theta)
+    common, which is where a wrong tie-break would show up as an energy increase.
+    """
+    rng = np.random.default_rng(seed)
+    if integer:
+        a = rng.integers(-3, 4, size=(cases, n_units, n_units)).astype(np.float32)
+        theta = rng.integers(-6, 7, size=(cases, n_units)).astype(np.float32) / 2
+    else:
+        a = rng.normal(size=(cases, n_units, n_units)).astype(np.float32)
+        theta = rng.normal(size=(cases, n_units)).astype(np.float32)
+    w = np.triu(a, 1)
+    w = w + np.swapaxes(w, 1, 2)
+    states = rng.integers(0, 2, size=(cases, n_units)).astype(np.float32)
+    return H.HopfieldParams(jnp.asarray(w), jnp.asarray(theta)), jnp.asarray(states)
+
+
+# --------------------------------------------------------------------------- energy
+
+
+# One compiled check per state size: the trajectory (energy after every single-unit
+# update), the plain sweep and the start energy, vmapped over random networks.
+_sweep_check = jax.jit(
+    jax.vmap(lambda p, n, k: (H.energy(p, n), H.async_trajectory(p, n, k), H.async_sweep(p, n, k)))
+)
+
+
+@pytest.mark.parametrize("n_units,integer", [(9, True), (9, False), (24, True), (24, False)])
+def test_energy_never_increases_after_any_single_unit_update(n_units, integer):
+    cases, sweeps = 16, 3  # 4 x 16 = 64 random networks, 3 sweeps each
+    params, n = _random_networks(n_units, cases, seed=1000 + n_units + integer, integer=integer)
+    key = jax.random.key(n_units)
+    decreased = 0
+    for _ in range(sweeps):
+        key, sub = jax.random.split(key)
+        e0, (final, order, energies), swept = _sweep_check(params, n, jax.random.split(sub, cases))
+        path = np.concatenate([np.asarray(e0)[:, None], np.asarray(energies)], axis=1)
+        steps = np.diff(path, axis=1)
+        tol = 1e-5 * (1.0 + np.abs(path[:, :-1]))
+        assert (steps <= tol).all(), f"energy rose by {steps.max()} in one update"
+        decreased += int((steps < -tol).sum())
+        # Each sweep visits every unit exactly once, and is the same sweep as async_sweep.
+        assert (np.sort(np.asarray(order), axis=1) == np.arange(n_units)).all()
+        np.testing.assert_array_equal(final, swept)
+        n = final
+    assert decreased > 0  # the property was exercised, not vacuously true
+
+
+def test_energy_formula_and_batching():
+    params, n = _random_networks(5, 3, seed=7, integer=False)
+    p0 = H.HopfieldParams(params.W[0], params.theta[0])
+    w, th, x = np.asarray(p0.W), np.asarray(p0.theta), np.asarray(n)
+    expected = -0.5 * np.einsum("bi,ij,bj->b", x, w, x) + x @ th
+    np.testing.assert_allclose(H.energy(p0, n), expected, rtol=1e-6)
+    np.testing.assert_allclose(H.energy(p0, n[1]), expected[1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_hebbian_weights_symmetric_zero_diagonal_and_theta():
+    rng = np.random.default_rng(3)
+    pats = rng.integers(0, 2, size=(5, 40)).astype(np.float32)
+    params = H.store(pats)
+    w, theta = np.asarray(params.W), np.asarray(params.theta)
+    s = 2 * pats - 1
+    expected = s.T @ s
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_array_equal(w, expected)
+    np.testing.assert_array_equal(w, w.T)
+    assert (np.diag(w) == 0).all()
+    np.testing.assert_array_equal(theta, 0.5 * w.sum(axis=1))
+    # The 0/1 rule with this theta is the bipolar sign rule, ties (field 0) going to +1.
+    states = rng.integers(0, 2, size=(50, 40)).astype(np.float32)
+    bipolar = ((2 * states - 1) @ w.T >= 0).astype(np.float32)
+    np.testing.assert_array_equal(H.sync_step(params, states), bipolar)
+
+
+def test_params_are_a_pytree_of_two_arrays(letters):
+    _, _, params = letters
+    leaves = jax.tree_util.tree_leaves(params)
+    assert len(leaves) == 2 and all(isinstance(x, jax.Array) for x in leaves)
+
+
+def test_stored_letters_are_fixed_points(letters):
+    _, x, params = letters
+    np.testing.assert_array_equal(H.sync_step(params, x), x)
+    for seed in range(3):
+        np.testing.assert_array_equal(H.async_sweep(params, x[0], jax.random.key(seed)), x[0])
+    probes = jnp.tile(x, (4, 1))  # 16 probes: the batch shape the other recall tests compile
+    for mode in H.MODES:
+        final, sweeps, converged = H.recall(params, probes, jax.random.key(0), mode)
+        np.testing.assert_array_equal(final, probes)
+        assert (np.asarray(sweeps) == 0).all() and np.asarray(converged).all()
+
+
+def test_default_digits_are_fixed_points():
+    ds = load_binary_digits(BinaryDigitsConfig())
+    x = jnp.asarray(ds.train.x)
+    assert x.shape == (3, 100) and ds.meta["image_shape"] == (10, 10) and ds.meta["names"] == ["0", "1", "4"]
+    assert set(np.unique(ds.train.x)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(H.sync_step(H.store(x), x), x)
+
+
+# --------------------------------------------------------------------------- recall
+
+
+def _half_noise_probes(pattern: jax.Array, image_shape, seeds: int) -> jax.Array:
+    keys = jax.random.split(jax.random.key(2024), seeds)
+    return jax.vmap(lambda k: H.corrupt_half(pattern, k, image_shape))(keys)
+
+
+@pytest.mark.parametrize("mode", H.MODES)
+def test_T_recovered_exactly_from_half_noise(letters, mode):
+    ds, x, params = letters
+    t = x[ds.meta["names"].index("T")]
+    probes = _half_noise_probes(t, ds.meta["image_shape"], seeds=16)
+    assert (np.asarray(probes) != np.asarray(t)).any(axis=1).all()  # every probe is corrupted
+    final, sweeps, converged = H.recall(params, probes, jax.random.key(5), mode)
+    np.testing.assert_array_equal(final, jnp.broadcast_to(t, final.shape))
+    assert np.asarray(converged).all() and (np.asarray(sweeps) >= 1).all()
+
+
+def test_single_probe_recall_matches_batch_shape(letters):
+    ds, x, params = letters
+    probe = _half_noise_probes(x[0], ds.meta["image_shape"], seeds=1)[0]
+    final, sweeps, converged = H.recall(params, probe, jax.random.key(0), "async")
+    assert final.shape == x[0].shape and sweeps.shape == () and converged.shape == ()
+    np.testing.assert_array_equal(final, x[0])
+
+
+def test_sync_two_cycle_is_detected_and_reported_not_converged():
+    # Two mutually inhibiting units that both fire at zero input: (0,0) <-> (1,1).
+    params = H.HopfieldParams(jnp.array([[0.0, -1.0], [-1.0, 0.0]]), jnp.array([-0.5, -0.5]))
+    n0 = jnp.zeros(2)
+    final, steps, converged = H.recall(params, n0, jax.random.key(0), "sync", max_sweeps=50)
+    assert not bool(converged) and int(steps) == 2  # stopped at the cycle, not at max_sweeps
+    # Asynchronous updates of the same network settle (one unit on, one off).
+    final, _, converged = H.recall(params, n0, jax.random.key(0), "async", max_sweeps=50)
+    assert bool(converged) and float(final.sum()) == 1.0
+
+
+def test_max_sweeps_exhausted_reports_not_converged(letters):
+    ds, x, params = letters
+    probe = _half_noise_probes(x[0], ds.meta["image_shape"], seeds=1)[0]
+    _, sweeps, converged = H.recall(params, probe, jax.random.key(0), "async", max_sweeps=1)
+    assert int(sweeps) == 1 and not bool(converged)
+
+
+def test_unknown_mode_is_a_user_error(letters):
+    _, x, params = letters
+    with pytest.raises(UserError, match="async, sync"):
+        H.recall(params, x, jax.random.key(0), "gibbs")
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+def test_corrupt_half_only_touches_bottom_rows():
+    shape = (6, 5)
+    pattern = jnp.zeros(30)
+    changed = np.zeros(30, dtype=bool)
+    for seed in range(8):
+        changed |= np.asarray(H.corrupt_half(pattern, jax.random.key(seed), shape)) != 0
+    rows = np.arange(30) // 5
+    assert not changed[rows < 3].any() and changed[rows >= 3].all()
+
+
+def test_corrupt_noise_levels():
+    pattern = jnp.asarray(np.random.default_rng(0).integers(0, 2, 1000).astype(np.float32))
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(H.corrupt_noise(pattern, key, 0.0), pattern)
+    np.testing.assert_array_equal(H.corrupt_noise(pattern, key, 1.0), 1 - pattern)
+    flipped = float((H.corrupt_noise(pattern, key, 0.2) != pattern).mean())
+    assert 0.15 < flipped < 0.25
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_recall_structure_and_values(letters):
+    ds, x, params = letters
+    levels = (0.0, 0.1, 0.5)
+    # trials=1: 4 conditions x 4 letters = 16 probes, the batch the other tests compile.
+    out = H.evaluate_recall(params, x, ds.meta["image_shape"], jax.random.key(0), "async", levels, trials=1)
+    metrics = {"bit_accuracy", "exact_recall", "mean_sweeps", "converged"}
+    assert set(out["half"]) == metrics
+    assert list(out["noise"]) == ["0.0", "0.1", "0.5"]
+    assert all(set(d) == metrics for d in out["noise"].values())
+    assert out["summary"]["half.exact_recall"] == out["half"]["exact_recall"]
+    assert out["summary"]["noise.0.1.bit_accuracy"] == out["noise"]["0.1"]["bit_accuracy"]
+    assert len(out["summary"]) == 4 * (1 + len(levels))
+    assert all(type(v) is float for v in out["summary"].values())
+    assert out["noise"]["0.0"] == {"bit_accuracy": 1.0, "exact_recall": 1.0, "mean_sweeps": 0.0, "converged": 1.0}
+    assert out["noise"]["0.1"]["exact_recall"] == 1.0
+    assert out["half"]["bit_accuracy"] > 0.95
+    for d in [out["half"], *out["noise"].values()]:
+        assert 0.0 <= d["exact_recall"] <= d["bit_accuracy"] <= 1.0 and 0.0 <= d["converged"] <= 1.0
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def test_unknown_letter_is_a_user_error_listing_available():
+    with pytest.raises(UserError) as err:
+        load_dataset(PatternsConfig(patterns=["T", "Q"]))
+    assert "'Q'" in str(err.value) and all(c in str(err.value) for c in GLYPHS)
+
+
+def test_letters_dataset_layout():
+    ds = load_dataset(PatternsConfig(patterns=["T", "L"], size=10))
+    assert ds.train.x.shape == (2, 100) and ds.train.x.dtype == np.float32
+    np.testing.assert_array_equal(ds.train.y, np.arange(2, dtype=np.int32))
+    np.testing.assert_array_equal(ds.test.x, ds.train.x)
+    assert ds.val is None and ds.num_classes == 2
+    assert ds.meta == {"image_shape": (10, 10), "names": ["T", "L"]}
+    np.testing.assert_array_equal(glyph("T", 20)[::2, ::2], glyph("T"))
+
+
+def test_model_registration_and_builder_validation():
+    entry = MODELS.get("hopfield")
+    assert entry.family == "hopfield" and entry.schema is H.HopfieldConfig
+    model = build_model(H.HopfieldConfig(update="sync"), DataInfo(input_shape=(400,), num_classes=4))
+    assert model.num_units == 400 and model.cfg.update == "sync"
+    with pytest.raises(UserError, match="update mode"):
+        build_model(H.HopfieldConfig(update="parallel"), DataInfo(input_shape=(400,), num_classes=4))
