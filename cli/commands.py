@@ -22,7 +22,7 @@ def train(conf: Optional[str], overrides: list[str], resume: Optional[str] = Non
     if resume:
         conf, overrides = _resume_overrides(Path(resume), conf, overrides)
     conf = hb.check_experiment(conf)
-    cfg = hb.compose(conf, overrides)
+    cfg, overrides = hb.compose(conf, overrides)
     validate(hb.task_config(cfg))  # schema errors surface here, before Hydra creates anything
     if print_cfg:
         console.print(OmegaConf.to_yaml(hb.task_config(cfg), resolve=True), end="", markup=False, highlight=False)
@@ -141,7 +141,7 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
     from experiments.inspect import model_table
 
     conf = hb.check_experiment(conf)
-    exp = validate(hb.task_config(hb.compose(conf, overrides)))
+    exp = validate(hb.task_config(hb.compose(conf, overrides)[0]))
     columns, rows, totals = model_table(exp)
     table = Table(title=f"{conf}: model '{exp.model.name}' on '{exp.data.name}'")
     for c in columns:

@@ -35,8 +35,10 @@ def check_experiment(conf: Optional[str]) -> str:
     return conf
 
 
-def compose(conf: str, overrides: list[str]) -> DictConfig:
-    """The composed config including the `hydra` node, or a UserError naming the problem."""
+def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    """The composed config including the `hydra` node, and the overrides as Hydra
+    accepted them (schema keys missing from the YAML turned into `+key=value`);
+    or a UserError naming the problem."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -45,14 +47,52 @@ def compose(conf: str, overrides: list[str]) -> DictConfig:
 
     _register_resolvers()
     check_experiment(conf)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun"):
-            return hydra_compose(config_name=conf, overrides=list(overrides), return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise UserError(_override_error(err, overrides)) from err
-    finally:
+    overrides = list(overrides)
+    for _ in range(len(overrides) + 1):
         GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun"):
+                return hydra_compose(config_name=conf, overrides=overrides, return_hydra_config=True), overrides
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
+            retried = _as_schema_addition(err, overrides)
+            if retried is None:
+                raise UserError(_override_error(err, overrides)) from err
+            overrides = retried
+        finally:
+            GlobalHydra.instance().clear()
+    raise AssertionError("unreachable")
+
+
+def _as_schema_addition(err: Exception, overrides: list[str]) -> Optional[list[str]]:
+    """A key that the YAML leaves out but the schema defines (e.g. data.train_subset) is
+    a legal override: retry it as Hydra's `+key=value`. The schema check comes later."""
+    m = re.search(r"Could not override '([^']+)'", " ".join(str(err).split()))
+    if not m or "." not in m.group(1):
+        return None
+    group, field = m.group(1).split(".", 1)
+    if "." in field or field not in _schema_fields(group):
+        return None
+    return [f"+{o}" if o.split("=", 1)[0] == m.group(1) else o for o in overrides]
+
+
+def _schema_fields(group: str) -> set[str]:
+    from dataclasses import fields
+
+    from experiments.config import OptimConfig, ScheduleConfig
+
+    registries = _registries()
+    if group in registries:
+        return {f.name for _, entry in registries[group].items() for f in fields(entry.schema)}
+    schema = {"optim": OptimConfig, "schedule": ScheduleConfig}.get(group)
+    return {f.name for f in fields(schema)} if schema else set()
+
+
+def _registries() -> dict:
+    from experiments.data import DATASETS
+    from experiments.models import MODELS
+    from experiments.training import LOOPS
+
+    return {"model": MODELS, "data": DATASETS, "trainer": LOOPS}
 
 
 def _override_error(err: Exception, overrides: list[str]) -> str:

@@ -228,7 +228,7 @@ def test_evaluate_recall_structure_and_values(letters):
 
 def test_unknown_letter_is_a_user_error_listing_available():
     with pytest.raises(UserError) as err:
-        load_dataset(PatternsConfig(patterns=["T", "Q"]))
+        load_letters(PatternsConfig(patterns=["T", "Q"]))
     assert "'Q'" in str(err.value) and all(c in str(err.value) for c in GLYPHS)
 
 

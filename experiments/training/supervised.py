@@ -289,20 +289,22 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
                 status = "interrupted"
                 ckpt.save("last", step, state)
                 break
-            if i < setup.steps_per_epoch:  # max_steps reached mid-epoch
-                ckpt.save("last", step, state)
-                break
+            # an epoch ends here, or a partial one when trainer.max_steps stops the run early
+            epoch_done = epoch + i / setup.steps_per_epoch
             epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
             val = evaluator(_variables(state), data.val) if data.val is not None else None
-            run.log_metrics({"step": step, "epoch": epoch + 1, "split": "val" if val else "train_epoch",
+            run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
                              **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
                              "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
-            history.end_epoch(epoch + 1, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
-            if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+            history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
+            last_epoch = i < setup.steps_per_epoch or epoch + 1 == t.epochs or step >= total_steps
+            if (epoch + 1) % t.checkpoint_every == 0 or last_epoch:
                 ckpt.save("last", step, state)
-            if history.best_epoch == epoch + 1:
+            if history.best_step == step:
                 ckpt.save("best", step, state)
             progress.end_epoch(epoch + 1, val)
+            if i < setup.steps_per_epoch:
+                break
 
     result = {
         "status": status,
@@ -341,7 +343,7 @@ class _History:
     """Best/last validation metrics, rebuilt from metrics.jsonl on resume."""
 
     def __init__(self):
-        self.best_epoch: Optional[int] = None
+        self.best_step: Optional[int] = None
         self.best_value = -float("inf")
         self.best_metrics: dict = {}
         self.last_val: Optional[dict] = None
@@ -352,16 +354,16 @@ class _History:
         h = cls()
         for r in records:
             if r.get("split") in ("val", "train_epoch"):
-                h.end_epoch(int(r["epoch"]), r["step"], {"loss": r["loss"], "accuracy": r["accuracy"]}, metric)
+                h.end_epoch(r["epoch"], r["step"], {"loss": r["loss"], "accuracy": r["accuracy"]}, metric)
         return h
 
-    def end_epoch(self, epoch: int, step: int, val: dict, metric: str) -> None:
+    def end_epoch(self, epoch: float, step: int, val: dict, metric: str) -> None:
         self.last_val = val
         value = val.get(metric, -float("inf"))
         if metric == "loss":
             value = -value
         if value > self.best_value:
-            self.best_epoch, self.best_value, self.best_metrics = epoch, value, {"epoch": epoch, "step": step, **val}
+            self.best_step, self.best_value, self.best_metrics = step, value, {"epoch": epoch, "step": step, **val}
 
     def best(self) -> dict:
         return self.best_metrics
