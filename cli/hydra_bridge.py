@@ -100,8 +100,11 @@ def _override_error(err: Exception, overrides: list[str]) -> str:
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
         key = m.group(1)
-        return (f"unknown config key '{key}' in override '{_find(overrides, key)}'; check the spelling "
-                f"(`nnrun train conf=... --cfg` prints every key), or use +{key}=... to add a new key")
+        group = key.split(".")[0]
+        allowed = sorted(_schema_fields(group)) if "." in key else []
+        hint = f"allowed keys for {group}: {', '.join(allowed)}" if allowed else \
+            "`nnrun train conf=<name> --cfg` prints every key"
+        return f"unknown config key '{key}' in override '{_find(overrides, key)}'; {hint}"
     m = re.search(r"Could not find '([^']+)'", text) or re.search(r"In '[^']+': Could not load '([^']+)'", text)
     if m:
         group = m.group(1).split("/")[0]

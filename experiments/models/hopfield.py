@@ -294,6 +294,8 @@ def evaluate_recall(
         }
 
     out: dict[str, Any] = {"half": stats(0), "noise": {}}
+    # per stored pattern (src is pattern-major): which ones come back from half-noise copies
+    out["half_by_pattern"] = [float(x) for x in exact[0].reshape(pats.shape[0], int(trials)).mean(axis=1)]
     for j, level in enumerate(levels):
         out["noise"][_level_key(level)] = stats(j + 1)
     summary = {f"half.{k}": v for k, v in out["half"].items()}
@@ -330,10 +332,11 @@ class HopfieldModel:
         return recall(params, n0, key, self.cfg.update, self.cfg.max_sweeps)
 
     def evaluate(
-        self, params: HopfieldParams, patterns: Array, image_shape: Sequence[int], key: Array
+        self, params: HopfieldParams, patterns: Array, image_shape: Sequence[int], key: Array, trials: int = 4
     ) -> dict[str, Any]:
         return evaluate_recall(
-            params, patterns, image_shape, key, self.cfg.update, tuple(self.cfg.noise_levels), self.cfg.max_sweeps
+            params, patterns, image_shape, key, self.cfg.update, tuple(self.cfg.noise_levels),
+            self.cfg.max_sweeps, trials,
         )
 
 

@@ -199,9 +199,12 @@ def build_setup(exp: Experiment, dataset: Optional[Dataset] = None) -> Setup:
 
 
 def initial_state(setup: Setup) -> TrainState:
-    return init_state(setup.model, setup.tx, jax.random.fold_in(setup.key, 0), setup.dataset.input_shape)
+    # jitted: run eagerly, init would compile every primitive separately (seconds on CPU)
+    init = jax.jit(lambda key: init_state(setup.model, setup.tx, key, setup.dataset.input_shape))
+    return init(jax.random.fold_in(setup.key, 0))
 
 
+@partial(jax.jit, static_argnums=2)
 def epoch_order(key: jax.Array, epoch: int, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
 
