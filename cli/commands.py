@@ -120,9 +120,9 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
     run_dir = run_dir.resolve()
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass a directory under outputs/")
+    exp = load_experiment(run_dir)  # first: a directory that is no run at all gets that message
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
-    exp = load_experiment(run_dir)
     metrics = LOOPS.get(exp.trainer.name).evaluate(exp, run_dir, split=split, which=which)
     write_json_atomic(run_dir / "eval.json", metrics)
     table = Table(title=f"eval {run_dir.name}")
@@ -159,6 +159,7 @@ def list_all() -> int:
     from experiments.data import DATASETS
     from experiments.models import MODELS
     from experiments.training import LOOPS
+    from rich.markup import escape
 
     table = Table(title="nnrun")
     table.add_column("kind")
@@ -167,7 +168,7 @@ def list_all() -> int:
     for name in experiment_names():
         table.add_row("experiment", name, _header_comment(config_dir() / f"{name}.yaml"))
     for name, entry in MODELS.items():
-        table.add_row("model", name, f"[{entry.family}] {entry.description}")
+        table.add_row("model", name, escape(f"[{entry.family}] {entry.description}"))  # [..] is rich markup
     for name, entry in DATASETS.items():
         table.add_row("dataset", name, entry.description.splitlines()[0] if entry.description else "")
     for name in OPTIMIZERS:

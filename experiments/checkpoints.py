@@ -46,9 +46,10 @@ class Checkpointer:
         """Restore into the structure (and dtypes/shapes) of `target`."""
         step = self.latest_step(which)
         if step is None:
+            other = "; `nnrun eval --last` uses the last checkpoint instead" if which == "best" else ""
             raise UserError(
-                f"no '{which}' checkpoint in {self.dir}; the run saved none (did it fail before its first "
-                "epoch ended?). Train again, or use --last/--best for the other kind"
+                f"no '{which}' checkpoint in {self.dir}; the run saved none (did it fail or stop before its "
+                f"first epoch ended?). Train again or resume it{other}"
             )
         restored = self._manager(which).restore(step, args=ocp.args.StandardRestore(target))
         return restored, step
