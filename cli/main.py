@@ -77,6 +77,29 @@ def show(ctx: typer.Context):
     raise typer.Exit(commands.show(conf, overrides))
 
 
+@app.command(context_settings=OVERRIDES)
+def sweep(
+    ctx: typer.Context,
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trials run in parallel on this machine (one process each)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials that would run and exit."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Re-run only the unfinished trials of this sweep directory."),
+    vectorize: Optional[bool] = typer.Option(
+        None, "--vectorize/--no-vectorize",
+        help="Train shape-compatible trials together as one vmapped program (default: the sweep's setting).",
+    ),
+    force_vectorize: bool = typer.Option(False, "--force-vectorize", help="Vectorize even where nnrun would decline."),
+):
+    """Run a hyperparameter sweep: nnrun sweep conf=<name> optim.lr=0.1,0.01 seed=0,1,2 [sweep=<name>]
+
+    Hydra's sweep grammar: comma lists, range(), choice(), interval(), group choices
+    (model=lstm,gru). Each trial gets its own run directory under the sweep directory."""
+    from cli import sweep_cmd
+
+    conf, _, overrides = _split_conf(ctx.args)
+    raise typer.Exit(sweep_cmd.sweep(conf, overrides, jobs=jobs, dry_run=dry_run, resume=resume,
+                                     vectorize=vectorize, force_vectorize=force_vectorize))
+
+
 @app.command("list")
 def list_():
     """List the experiments, models, datasets, optimizers, schedules and trainers."""
