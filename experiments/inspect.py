@@ -13,6 +13,7 @@ from flax import linen as nn
 
 from experiments.config import Experiment
 from experiments.data import load_dataset
+from experiments.errors import UserError
 from experiments.models import DataInfo, MODELS, build_model
 
 COLUMNS = ["Layer", "Type", "Output", "Kernel", "Stride", "Activation", "Maps/Units", "Params", "FLOPs"]
@@ -22,10 +23,10 @@ def model_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]
     dataset = load_dataset(exp.data)
     info = DataInfo(dataset.input_shape, dataset.num_classes)
     family = MODELS.get(exp.model.name).family
+    if family == "hopfield":
+        return COLUMNS, *_energy_rows(dataset)
     if family != "supervised":
-        from experiments.models import hopfield
-
-        return COLUMNS, *_energy_rows(hopfield, dataset)
+        raise UserError(f"`nnrun show` has no table for '{family}' models yet")
     model = build_model(exp.model, info)
     x = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles
@@ -87,7 +88,7 @@ def _stride(module: nn.Module) -> str:
     return str(s) if s is not None and _kernel(module) else ""
 
 
-def _energy_rows(hopfield_module, dataset) -> tuple[list[list[str]], list[str]]:
+def _energy_rows(dataset) -> tuple[list[list[str]], list[str]]:
     n = int(dataset.train.x.shape[1])
     shape = dataset.meta.get("image_shape", (n,))
     rows = [["units", "Binary threshold", "x".join(map(str, shape)), "", "", "step (theta)", str(n),

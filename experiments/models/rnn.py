@@ -23,6 +23,17 @@ class RNNConfig(ModelConfig):
     hidden: int = 128
     activation: str = "tanh"  # phi of the simple cell
 
+    def __post_init__(self) -> None:
+        # checked at config validation, before a run directory exists
+        from experiments.errors import UserError
+
+        if self.cell not in CELLS:
+            raise UserError(f"bad value for 'model.cell': '{self.cell}'; allowed values: {', '.join(CELLS)}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(
+                f"bad value for 'model.activation': '{self.activation}'; allowed values: {', '.join(ACTIVATIONS)}"
+            )
+
 
 def make_cell(kind: str, hidden: int, activation: str) -> nn.RNNCellBase:
     if kind == "simple":
@@ -71,10 +82,4 @@ class RNNClassifier(nn.Module):
 
 @register_model("rnn", schema=RNNConfig, description="recurrent classifier (simple RNN / LSTM / GRU cell)")
 def build(cfg: RNNConfig, info: DataInfo) -> RNNClassifier:
-    from experiments.errors import UserError
-
-    if cfg.cell not in CELLS:
-        raise UserError(f"bad value for 'model.cell': '{cfg.cell}'; allowed values: {', '.join(CELLS)}")
-    if cfg.activation not in ACTIVATIONS:
-        raise UserError(f"bad value for 'model.activation': '{cfg.activation}'; allowed: {', '.join(ACTIVATIONS)}")
     return RNNClassifier(cfg.cell, cfg.hidden, info.num_classes, cfg.activation)

@@ -15,7 +15,7 @@ from experiments.registry import Registry
 @dataclass(frozen=True)
 class LoopEntry:
     schema: type  # the trainer config dataclass
-    train: Callable[..., dict]  # (experiment, run) -> summary fields
+    train: Callable[..., dict]  # (experiment, run, stop request) -> summary fields
     evaluate: Callable[..., dict]  # (experiment, run_dir, split, which) -> metrics
     uses_optimizer: bool
     description: str

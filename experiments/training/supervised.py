@@ -244,7 +244,7 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     history = _History()
     if exp.resume:
         state, restored_step = _restore_for_resume(ckpt, state, run)
-        history = _History.from_metrics(run.metrics())
+        history = _History.from_metrics(run.metrics(), t.best_metric)
     X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
     n_train = len(data.train)
 
