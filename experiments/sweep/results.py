@@ -1,0 +1,289 @@
+"""A sweep's record and its results: sweep.json, results.csv, aggregate.csv, tables, plots.
+
+sweep.json holds the spec and one record per trial (overrides, params, status, metric,
+wall time, run dir, error); it and results.csv are rewritten atomically after every
+trial. A trial's outcome is read from its own summary.json (the run directory is the
+truth), or from the child's exit code and last log line when it left none.
+
+Not for deciding which trials to run (cli/sweep_cmd.py) or running them (local.py).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import statistics
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from experiments.errors import UserError
+from experiments.runs import SUMMARY, read_json, write_json_atomic, write_text_atomic
+from experiments.sweep.spec import SweepSpec, Trial
+
+SWEEP_JSON = "sweep.json"
+RESULTS_CSV = "results.csv"
+AGGREGATE_CSV = "aggregate.csv"
+LOGS = "logs"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SweepState:
+    """The sweep directory's sweep.json, in memory: spec, status and trial records."""
+
+    def __init__(self, sweep_dir: Path, spec: SweepSpec, records: list[dict], meta: dict):
+        self.dir, self.spec, self.records, self.meta = Path(sweep_dir), spec, records, meta
+
+    @classmethod
+    def new(cls, sweep_dir: Path, spec: SweepSpec, trials: list[Trial], child_overrides: list[str]) -> "SweepState":
+        state = cls(sweep_dir, spec, [], {"status": "pending", "created_at": _now(), "resumed_at": [],
+                                          "child_overrides": child_overrides})
+        for t in trials:
+            state.add(t)
+        return state
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> "SweepState":
+        path = Path(sweep_dir).resolve() / SWEEP_JSON
+        if not path.is_file():
+            raise UserError(f"{sweep_dir} is not a sweep directory (no {SWEEP_JSON}); pass a directory under "
+                            "outputs/<experiment>/sweeps/")
+        try:
+            data = read_json(path)
+            spec = SweepSpec.from_json(data["spec"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path} is unreadable ({type(err).__name__}: {err}); "
+                            "it was not written by nnrun sweep") from err
+        meta = {k: v for k, v in data.items() if k in ("status", "created_at", "resumed_at", "child_overrides")}
+        return cls(path.parent, spec, data.get("trials", []), meta)
+
+    def add(self, trial: Trial, **extra: Any) -> dict:
+        record = {"id": trial.id, "overrides": trial.overrides, "params": trial.params, "status": "pending",
+                  "metric": None, "test_accuracy": None, "wall_time_s": None, "run_dir": str(self.dir / trial.id),
+                  "error": None, "previous_dirs": [], **extra}
+        self.records.append(record)
+        return record
+
+    def record(self, trial_id: str) -> dict:
+        return next(r for r in self.records if r["id"] == trial_id)
+
+    @staticmethod
+    def trial(record: dict) -> Trial:
+        return Trial(record["id"], list(record["overrides"]), dict(record["params"]))
+
+    def save(self) -> None:
+        """sweep.json and results.csv, each replaced atomically."""
+        self.meta["updated_at"] = _now()
+        spec = self.spec
+        write_json_atomic(self.dir / SWEEP_JSON, {
+            "sweep_dir": str(self.dir), **self.meta, "conf": spec.conf, "overrides": spec.overrides,
+            "search": spec.search, "metric": spec.metric, "direction": spec.direction, "budget": spec.budget,
+            "spec": spec.to_json(), "trials": self.records})
+        write_text_atomic(self.dir / RESULTS_CSV, _csv(self.result_rows()))
+
+    def result_rows(self) -> list[dict]:
+        metric = self.spec.metric
+        rows = []
+        for r in self.records:
+            row = {"id": r["id"], **{p.name: _cell(r["params"].get(p.name)) for p in self.spec.params},
+                   "status": r["status"], metric: r["metric"]}
+            if metric != "test.accuracy":
+                row["test.accuracy"] = r["test_accuracy"]
+            rows.append({**row, "wall_time_s": r["wall_time_s"], "run_dir": r["run_dir"], "error": r["error"] or ""})
+        return rows
+
+    def ranked(self) -> list[dict]:
+        """Records best first by the metric; those without a metric last, in id order."""
+        scored = [r for r in self.records if r["metric"] is not None]
+        scored.sort(key=lambda r: r["metric"], reverse=self.spec.direction == "max")
+        return scored + [r for r in self.records if r["metric"] is None]
+
+
+# ---------------------------------------------------------------------------- one trial's outcome
+
+
+def outcome(run_dir: Path, metric: str, exit_code: Optional[int] = None, log: Optional[Path] = None) -> dict:
+    """status, metric, test_accuracy, wall_time_s and error of a finished (or vanished) trial."""
+    summary = read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).is_file() else None
+    status, error = (summary or {}).get("status", "failed"), (summary or {}).get("error")
+    if summary is None or status not in ("completed", "interrupted", "failed"):  # "running": it died mid-run
+        killed = exit_code is not None and exit_code < 0  # by a signal, before it could record anything
+        status = "interrupted" if killed else "failed"
+        error = _exit_error(exit_code, log, "left no summary.json" if summary is None else "stopped without finishing")
+    if summary is None:
+        return {"status": status, "metric": None, "test_accuracy": None, "wall_time_s": None, "error": error}
+    value = _number(dig(summary, metric))
+    if status == "completed" and value is None:
+        error = f"no finite '{metric}' in summary.json"
+    return {"status": status, "metric": value if status == "completed" else None,
+            "test_accuracy": _number(dig(summary, "test.accuracy")), "wall_time_s": summary.get("wall_time_s"),
+            "error": error}
+
+
+def _exit_error(code: Optional[int], log: Optional[Path], what: str) -> str:
+    last = _last_line(log) if log else ""
+    if code is None:
+        head = what
+    elif code < 0:
+        head = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"killed ({code})"
+    else:
+        head = f"exit code {code}"
+    return f"{head}: {last}" if last else head
+
+
+def _last_line(log: Path) -> str:
+    """The child's error line if it printed one, else its last line."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("nnrun: error:")]
+    return (errors or lines or [""])[-1][:500]
+
+
+def dig(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and not isinstance(value, bool) else None
+
+
+# ---------------------------------------------------------------------------- seeds aggregated
+
+
+def aggregate(state: SweepState) -> list[dict]:
+    """Trials that differ only by `seed`, grouped: mean, std (sample) and n of the metric.
+    Empty when seed is not swept."""
+    names = [p.name for p in state.spec.params]
+    if "seed" not in names:
+        return []
+    others = [n for n in names if n != "seed"]
+    groups: OrderedDict[str, list[dict]] = OrderedDict()
+    for r in state.records:
+        groups.setdefault(json.dumps([r["params"].get(n) for n in others]), []).append(r)
+    rows = []
+    for members in groups.values():
+        values = [r["metric"] for r in members if r["metric"] is not None]
+        rows.append({**{n: _cell(members[0]["params"].get(n)) for n in others}, "n": len(values),
+                     "mean": statistics.fmean(values) if values else None,
+                     "std": statistics.stdev(values) if len(values) > 1 else None,
+                     "seeds": " ".join(str(r["params"].get("seed")) for r in members if r["metric"] is not None),
+                     "failed": len(members) - len(values)})
+    scored = sorted((r for r in rows if r["mean"] is not None), key=lambda r: r["mean"],
+                    reverse=state.spec.direction == "max")
+    return scored + [r for r in rows if r["mean"] is None]
+
+
+def write_aggregate(state: SweepState, rows: list[dict]) -> Optional[Path]:
+    if not rows:
+        return None
+    path = state.dir / AGGREGATE_CSV
+    write_text_atomic(path, _csv(rows))
+    return path
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def results_table(state: SweepState) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"sweep {state.dir.name}: {state.spec.metric} ({state.spec.direction})")
+    names = [p.name for p in state.spec.params]
+    for c in ["trial", *names, "status", state.spec.metric, "test.accuracy", "wall s", "error"]:
+        table.add_column(c, justify="right" if c in ("wall s", "test.accuracy", state.spec.metric) else "left",
+                         overflow="fold")
+    for r in state.ranked():
+        table.add_row(*map(Text, [r["id"], *(str(_cell(r["params"].get(n))) for n in names), r["status"],
+                                  _fmt(r["metric"]), _fmt(r["test_accuracy"]), _fmt(r["wall_time_s"], 1),
+                                  (r["error"] or "")[:100]]))
+    return table
+
+
+def aggregate_table(state: SweepState, rows: list[dict]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{state.spec.metric} over seeds")
+    for c in [k for k in rows[0] if k != "failed"]:
+        table.add_column(c, justify="right" if c in ("n", "mean", "std") else "left")
+    for row in rows:
+        table.add_row(*(Text(_fmt(v) if k in ("mean", "std") else str(v)) for k, v in row.items() if k != "failed"))
+    return table
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if 1e-3 <= abs(value) < 1e5 or digits == 1 else f"{value:.3g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def plot_metric(state: SweepState) -> list[Path]:
+    """plots/metric_vs_<param>.png per swept parameter, from the trials with a metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in state.records if r["metric"] is not None]
+    if not done:
+        return []
+    paths = []
+    for p in state.spec.params:
+        xs, ys = [r["params"].get(p.name) for r in done], [r["metric"] for r in done]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+            ax.scatter(xs, ys)
+            positive = [x for x in xs if x > 0]
+            if len(positive) == len(xs) and max(xs) / min(xs) > 100:
+                ax.set_xscale("log")
+        else:
+            labels = list(OrderedDict.fromkeys(map(str, xs)))
+            ax.scatter([labels.index(str(x)) for x in xs], ys)
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
+        ax.set_xlabel(p.name)
+        ax.set_ylabel(state.spec.metric)
+        ax.set_title(f"{state.spec.conf}: {state.spec.metric} vs {p.name}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = state.dir / "plots" / f"metric_vs_{p.name.replace('/', '_')}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
