@@ -51,7 +51,14 @@ class Checkpointer:
                 f"no '{which}' checkpoint in {self.dir}; the run saved none (did it fail or stop before its "
                 f"first epoch ended?). Train again or resume it{other}"
             )
-        restored = self._manager(which).restore(step, args=ocp.args.StandardRestore(target))
+        try:
+            restored = self._manager(which).restore(step, args=ocp.args.StandardRestore(target))
+        except ValueError as err:  # orbax: tree structure or array shapes differ from the model's
+            first = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(":.")
+            raise UserError(
+                f"checkpoint {self.dir / which / str(step)} does not fit the model built from the run's "
+                f"config.yaml ({first}); was it written by another version of the model code? Train again"
+            ) from err
         return restored, step
 
     def close(self) -> None:

@@ -142,6 +142,14 @@ def validate(cfg: DictConfig) -> Experiment:
         _check_choice("schedule.name", schedule.name, SCHEDULES)
         if optim.lr <= 0:
             raise UserError(f"bad value for 'optim.lr': {optim.lr}; it must be > 0")
+    else:  # e.g. `optim.lr=0.1` on a Hopfield experiment: refuse rather than silently ignore it
+        for group in ("optim", "schedule"):
+            node = cfg.get(group)
+            if node is not None:
+                keys = list(node.keys()) if isinstance(node, DictConfig) else []
+                key = f"{group}.{keys[0]}" if keys else group
+                raise UserError(f"config key '{key}' does not apply: the '{trainer.name}' trainer uses no "
+                                f"optimizer or schedule; drop the {group} override")
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int):
         raise UserError(f"bad value for 'seed': {seed!r}; it must be an integer")
