@@ -43,6 +43,16 @@ class SupervisedTrainerConfig:
     progress: bool = True
     plots: bool = True
 
+    def __post_init__(self) -> None:
+        # checked at config validation, before a run directory exists
+        for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep"):
+            if getattr(self, key) < 1:
+                raise UserError(f"bad value for 'trainer.{key}': {getattr(self, key)}; it must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"bad value for 'trainer.max_steps': {self.max_steps}; it must be >= 1 or null")
+        if self.best_metric not in ("accuracy", "loss"):
+            raise UserError(f"bad value for 'trainer.best_metric': '{self.best_metric}'; allowed values: accuracy, loss")
+
 
 def default_scan(backend: str) -> bool:
     """Per-step dispatch on CPU, scanned chunks elsewhere.
@@ -62,7 +72,7 @@ class TrainState(struct.PyTreeNode):
     model_state: Any  # non-parameter collections (e.g. batch_stats); {} for most models
     opt_state: Any
     epoch_sums: jax.Array  # [loss*n, correct, n] accumulated over the current epoch
-    first_bad_step: jax.Array  # first step whose loss was non-finite, -1 if none
+    first_bad_step: jax.Array  # first step (1-based, like `step` after it) with a non-finite loss, -1 if none
 
 
 def init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_shape) -> TrainState:
@@ -104,14 +114,15 @@ def make_train_step(model, tx: optax.GradientTransformation, batch_size: int, dr
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == y)
         sums = state.epoch_sums + jnp.stack([loss * batch_size, correct, batch_size]).astype(jnp.float32)
-        bad = (state.first_bad_step < 0) & ~jnp.isfinite(loss)
+        # a finite loss so large that the running sum overflows is a diverged run too
+        bad = (state.first_bad_step < 0) & ~(jnp.isfinite(loss) & jnp.isfinite(sums[0]))
         return state.replace(
             step=state.step + 1,
             params=params,
             model_state=model_state,
             opt_state=opt_state,
             epoch_sums=sums,
-            first_bad_step=jnp.where(bad, state.step, state.first_bad_step),
+            first_bad_step=jnp.where(bad, state.step + 1, state.first_bad_step),  # 1-based, as in metrics.jsonl
         )
 
     return train_step
@@ -222,10 +233,6 @@ def _variables(state: TrainState) -> dict:
 )
 def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     t = exp.trainer
-    if t.epochs < 1:
-        raise UserError(f"bad value for 'trainer.epochs': {t.epochs}; it must be >= 1")
-    if t.log_every < 1:
-        raise UserError(f"bad value for 'trainer.log_every': {t.log_every}; it must be >= 1")
     setup = build_setup(exp)
     data = setup.dataset
     backend = jax.default_backend()
