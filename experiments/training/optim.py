@@ -1,6 +1,9 @@
 """Optimizers and learning-rate schedules from config, all optax."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping, Optional
+
 import optax
 
 from experiments.config import OptimConfig, ScheduleConfig
@@ -26,21 +29,36 @@ def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: 
 def make_optimizer(
     optim: OptimConfig, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain: [clip] -> [L2 decay] -> optimizer with the scheduled lr."""
+    """The optax chain with the configured schedule, and that schedule (for logging)."""
     lr = make_schedule(schedule, optim.lr, steps_per_epoch, epochs)
+    return make_transform(optim, lr), lr
+
+
+def make_transform(
+    optim: OptimConfig, lr: optax.ScalarOrSchedule, values: Optional[Mapping[str, Any]] = None
+) -> optax.GradientTransformation:
+    """The optax chain: [clip] -> [L2 decay] -> optimizer with learning rate `lr`.
+
+    `values` replaces numeric fields of `optim` (momentum, b1, b2, eps, weight_decay,
+    clip_norm) by arrays, traced ones included: the vectorised sweep builds one chain per
+    trial inside a vmapped step this way (experiments/sweep/vectorized.py). Which
+    transforms the chain holds is still decided by `optim` alone, so the optimizer state
+    has the same structure with or without `values`.
+    """
+    hp = dataclasses.replace(optim, **values) if values else optim
     parts: list[optax.GradientTransformation] = []
     if optim.clip_norm:
-        parts.append(optax.clip_by_global_norm(optim.clip_norm))
+        parts.append(optax.clip_by_global_norm(hp.clip_norm))
     if optim.weight_decay and optim.name != "adamw":
-        parts.append(optax.add_decayed_weights(optim.weight_decay))  # coupled L2, as in classic SGD
+        parts.append(optax.add_decayed_weights(hp.weight_decay))  # coupled L2, as in classic SGD
     if optim.name == "sgd":
         parts.append(optax.sgd(lr))
     elif optim.name == "momentum":
-        parts.append(optax.sgd(lr, momentum=optim.momentum, nesterov=optim.nesterov))
+        parts.append(optax.sgd(lr, momentum=hp.momentum, nesterov=optim.nesterov))
     elif optim.name == "adam":
-        parts.append(optax.adam(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps))
+        parts.append(optax.adam(lr, b1=hp.b1, b2=hp.b2, eps=hp.eps))
     elif optim.name == "adamw":
-        parts.append(optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay))
+        parts.append(optax.adamw(lr, b1=hp.b1, b2=hp.b2, eps=hp.eps, weight_decay=hp.weight_decay))
     else:
         raise ValueError(f"unknown optimizer {optim.name}")
-    return optax.chain(*parts), lr
+    return optax.chain(*parts)
