@@ -55,7 +55,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
         summary.update(result)
     except BaseException as err:  # noqa: BLE001 - recorded, then re-raised
         summary.update(status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                       error=_one_line(err))
+                       error=one_line(err))
         if not isinstance(err, (UserError, KeyboardInterrupt)):
             summary["traceback"] = traceback.format_exc()
         log.error("run failed: %s", summary["error"])
@@ -65,17 +65,17 @@ def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         run.write_summary(summary)
         if getattr(exp.trainer, "plots", True):
-            _plot_quietly(run.dir)
+            plot_quietly(run.dir)
     log.info("run %s: %s", summary["status"], summary.get("test"))
     return summary
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text and not isinstance(err, UserError) else (text[0] if text else type(err).__name__)
 
 
-def _plot_quietly(run_dir: Path) -> None:
+def plot_quietly(run_dir: Path) -> None:
     """Plots are a convenience: a plotting problem must never turn a run into a failure."""
     try:
         from experiments.plots import plot_learning_curves

@@ -40,12 +40,12 @@ from experiments.config import Experiment, validate
 from experiments.data import load_dataset
 from experiments.errors import NonFiniteLossError, UserError
 from experiments.models import DataInfo, build_model
-from experiments.runner import _one_line, _plot_quietly
+from experiments.runner import one_line, plot_quietly
 from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
 from experiments.training.optim import make_transform
 from experiments.training.progress import TrainProgress
 from experiments.training.supervised import (
-    Evaluator, TrainState, _chunk_metrics, _History, _variables, build_setup, default_scan, epoch_order,
+    Evaluator, TrainState, chunk_metrics, History, model_variables, build_setup, default_scan, epoch_order,
     init_state, make_chunk, make_train_step,
 )
 
@@ -243,14 +243,14 @@ def run_vectorized_group(conf: str, group: list[Trial], sweep_dir: Path) -> None
         for k, summary in enumerate(summaries):
             if k not in done:
                 summary.update(status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                               error=_one_line(err))
+                               error=one_line(err))
                 if not isinstance(err, (UserError, KeyboardInterrupt)):
                     summary["traceback"] = traceback.format_exc()
         raise
     finally:
         for exp, run in zip(exps, runs):
             if exp.trainer.plots:
-                _plot_quietly(run.dir)
+                plot_quietly(run.dir)
         total = time.perf_counter() - t0
         for run, summary in zip(runs, summaries):
             summary.update(wall_time_s=round(total / len(group), 3), group_wall_time_s=round(total, 3))
@@ -319,7 +319,7 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
     n_train, spe = len(data.train), ref.steps_per_epoch
 
     # ---- loop: the supervised loop's, with one host sync per chunk for all trials
-    histories = [_History() for _ in exps]
+    histories = [History() for _ in exps]
     alive = list(range(size))
     step, status, sums = 0, "completed", None
     progress = TrainProgress(t.epochs, spe, enabled=t.progress)
@@ -350,7 +350,7 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
                     alive.remove(k)
                 shown = []
                 for k in alive:
-                    loss, acc, seen = _chunk_metrics(sums[k], prev[k])
+                    loss, acc, seen = chunk_metrics(sums[k], prev[k])
                     h = histories[k]
                     ips = seen / elapsed if h.first_chunk_s is not None else None
                     if h.first_chunk_s is None:
@@ -386,7 +386,7 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
             "first_chunk_s": h.first_chunk_s,
         })
         if status == "completed":
-            summaries[k]["test"] = evaluator(_variables(_lane(state, k)), data.test)
+            summaries[k]["test"] = evaluator(model_variables(_lane(state, k)), data.test)
         if status == "interrupted":
             summaries[k]["interrupted_by"] = stop.name
         done.add(k)
@@ -424,10 +424,10 @@ def _stack(states: list[TrainState]) -> TrainState:
 
 
 def _end_epoch(k: int, state: TrainState, sums: np.ndarray, epoch_done: float, step: int, data, evaluator: Evaluator,
-               run: Run, history: _History, ckpt: Checkpointer, t: Any, periodic: bool) -> None:
+               run: Run, history: History, ckpt: Checkpointer, t: Any, periodic: bool) -> None:
     own = _lane(state, k)
     epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-    val = evaluator(_variables(own), data.val) if data.val is not None else None
+    val = evaluator(model_variables(own), data.val) if data.val is not None else None
     run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
                      **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
                      "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
@@ -440,7 +440,7 @@ def _end_epoch(k: int, state: TrainState, sums: np.ndarray, epoch_done: float, s
 
 def _fail(k: int, err: Exception, runs: list[Run], summaries: list[dict], done: set[int], t0: float) -> None:
     """Record trial k as failed now; the group goes on without it."""
-    summaries[k].update(status="failed", error=_one_line(err),
+    summaries[k].update(status="failed", error=one_line(err),
                         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     runs[k].write_summary({**summaries[k], "wall_time_s": round(time.perf_counter() - t0, 3)})
     done.add(k)

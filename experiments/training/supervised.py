@@ -220,7 +220,7 @@ def epoch_order(key: jax.Array, epoch: int, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
 
 
-def _variables(state: TrainState) -> dict:
+def model_variables(state: TrainState) -> dict:
     return {"params": state.params, **state.model_state}
 
 
@@ -248,10 +248,10 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     ckpt = Checkpointer(run.checkpoint_dir, keep=t.keep)
 
     state = initial_state(setup)
-    history = _History()
+    history = History()
     if exp.resume:
         state, restored_step = _restore_for_resume(ckpt, state, run)
-        history = _History.from_metrics(run.metrics(), t.best_metric)
+        history = History.from_metrics(run.metrics(), t.best_metric)
     X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
     n_train = len(data.train)
 
@@ -284,7 +284,7 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
                 bad = int(state.first_bad_step)
                 if bad >= 0:
                     raise NonFiniteLossError(bad, float("nan"))
-                loss, acc, seen = _chunk_metrics(sums, prev_sums)
+                loss, acc, seen = chunk_metrics(sums, prev_sums)
                 prev_sums = sums
                 # the first chunk includes compilation, so it reports no throughput
                 ips = seen / elapsed if history.first_chunk_s is not None else None
@@ -302,7 +302,7 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
             # an epoch ends here, or a partial one when trainer.max_steps stops the run early
             epoch_done = epoch + i / setup.steps_per_epoch
             epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-            val = evaluator(_variables(state), data.val) if data.val is not None else None
+            val = evaluator(model_variables(state), data.val) if data.val is not None else None
             run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
                              **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
                              "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
@@ -328,14 +328,14 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
         "first_chunk_s": history.first_chunk_s,
     }
     if status == "completed":
-        result["test"] = evaluator(_variables(state), data.test)
+        result["test"] = evaluator(model_variables(state), data.test)
     if status == "interrupted":
         result["interrupted_by"] = stop.name
     ckpt.close()
     return result
 
 
-def _chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, float]:
+def chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, float]:
     d = sums - prev
     seen = float(d[2])
     return float(d[0] / max(seen, 1)), float(d[1] / max(seen, 1)), seen
@@ -349,7 +349,7 @@ def _restore_for_resume(ckpt: Checkpointer, state: TrainState, run: Run) -> tupl
     return state, step
 
 
-class _History:
+class History:
     """Best/last validation metrics, rebuilt from metrics.jsonl on resume."""
 
     def __init__(self):
@@ -360,7 +360,7 @@ class _History:
         self.first_chunk_s: Optional[float] = None
 
     @classmethod
-    def from_metrics(cls, records: list[dict], metric: str = "accuracy") -> "_History":
+    def from_metrics(cls, records: list[dict], metric: str = "accuracy") -> "History":
         h = cls()
         for r in records:
             if r.get("split") in ("val", "train_epoch"):
@@ -387,5 +387,5 @@ def evaluate_run(exp: Experiment, run_dir, split: str = "test", which: str = "be
         state, step = ckpt.restore(which, initial_state(setup))
     finally:
         ckpt.close()
-    metrics = Evaluator(setup.model, exp.trainer.eval_batch_size)(_variables(state), setup.dataset.split(split))
+    metrics = Evaluator(setup.model, exp.trainer.eval_batch_size)(model_variables(state), setup.dataset.split(split))
     return {"split": split, "checkpoint": which, "step": step, **metrics}
