@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cli.hydra_bridge import compose, task_config
+from experiments.hydra_bridge import compose, task_config
 from experiments.config import validate
 from experiments.training.supervised import (
     Evaluator, build_setup, epoch_order, initial_state, make_chunk, make_train_step,

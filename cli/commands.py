@@ -16,7 +16,7 @@ err_console = Console(stderr=True)
 def train(conf: Optional[str], overrides: list[str], resume: Optional[str] = None, print_cfg: bool = False) -> int:
     from omegaconf import OmegaConf
 
-    from cli import hydra_bridge as hb
+    from experiments import hydra_bridge as hb
     from experiments.config import validate
 
     if resume:
@@ -71,7 +71,7 @@ def _resume_overrides(run_dir: Path, conf: Optional[str], extra: list[str]) -> t
     if conf and conf != name:
         raise UserError(f"cannot resume {run_dir} as conf={conf}: it is a run of '{name}'; drop conf=")
     previous = [o for o in (yaml.safe_load(overrides_path.read_text()) or []) if not o.startswith("resume=")]
-    from cli.hydra_bridge import quote
+    from experiments.hydra_bridge import quote
 
     return name, [*previous, *extra, f"resume={quote(str(run_dir))}", f"hydra.run.dir={quote(str(run_dir))}"]
 
@@ -136,7 +136,7 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
 
 
 def show(conf: Optional[str], overrides: list[str]) -> int:
-    from cli import hydra_bridge as hb
+    from experiments import hydra_bridge as hb
     from experiments.config import validate
     from experiments.inspect import model_table
 

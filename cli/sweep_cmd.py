@@ -53,7 +53,7 @@ def sweep(conf: Optional[str], overrides: list[str], jobs: int = 1, dry_run: boo
 
 
 def _created(conf: Optional[str], overrides: list[str], dry_run: bool) -> SweepState:
-    from cli import hydra_bridge as hb
+    from experiments import hydra_bridge as hb
 
     conf = hb.check_experiment(conf)
     spec = spec_mod.build(conf, overrides)
@@ -79,7 +79,7 @@ def _initial_trials(spec: SweepSpec) -> list[Trial]:
 def _validate(spec: SweepSpec, trials: list[Trial]) -> tuple[Path, list[str]]:
     """Compose and validate every trial's config; return the sweep directory and the
     overrides each child gets besides its own (no progress bars in log files)."""
-    from cli import hydra_bridge as hb
+    from experiments import hydra_bridge as hb
     from experiments.config import validate
 
     sweep_dir, extra = None, []

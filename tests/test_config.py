@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from cli import hydra_bridge as hb
+from experiments import hydra_bridge as hb
 from experiments.config import Experiment, OptimConfig, ScheduleConfig, experiment_names, validate
 from experiments.errors import UserError
 

@@ -59,7 +59,7 @@ def tiny_trials(n: int, failing: bool = False, root: Path = Path("/nonexistent")
 def expected(conf: str, trial: Trial) -> tuple[dict, list[str]]:
     """What `nnrun train conf=CONF <trial overrides>` would train (config.yaml) and the
     overrides Hydra would record for it."""
-    from cli import hydra_bridge as hb
+    from experiments import hydra_bridge as hb
     from experiments.config import validate
 
     cfg, overrides = hb.compose(conf, trial.overrides)

@@ -47,7 +47,7 @@ def trial(i: int, overrides: list[str]):
 def both(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The grid plus a blow-up trial, trained once as a vectorised group and once one by
     one in-process (compose + run_experiment, as `nnrun train` would)."""
-    from cli.hydra_bridge import compose, task_config
+    from experiments.hydra_bridge import compose, task_config
     from experiments.errors import UserError
     from experiments.runner import run_experiment
     from experiments.sweep.vectorized import plan_vectorized, run_vectorized_group

@@ -54,7 +54,7 @@ def run_with_hydra_launcher(conf: str, trials: list[Trial], sweep_dir: Path, lau
     job starts. A trial that fails while training does not stop the others: its
     summary.json says `failed`. Returns when the launcher has collected every job.
     """
-    from cli.hydra_bridge import quote
+    from experiments.hydra_bridge import quote
 
     if not trials:
         return
@@ -93,7 +93,7 @@ def run_trial(cfg: DictConfig) -> str:
     os.environ.setdefault(PREALLOCATE, "false")  # before this worker's first JAX backend
     from hydra.core.hydra_config import HydraConfig
 
-    from cli.hydra_bridge import task_config
+    from experiments.hydra_bridge import task_config
     from experiments.runner import run_experiment
 
     hydra = HydraConfig.get()
@@ -147,7 +147,7 @@ def _trial_overrides(conf: str, trial: Trial, added: set[str]) -> list[str]:
 
     `added` collects the keys that needed a `+`: trials of one sweep share their keys,
     so the next trial is tried with them first (one composition instead of one per key)."""
-    from cli.hydra_bridge import compose, task_config
+    from experiments.hydra_bridge import compose, task_config
     from experiments.config import validate
 
     guess = [f"+{o}" if o.split("=", 1)[0] in added else o for o in trial.overrides]
@@ -175,7 +175,7 @@ class _hydra:
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
-        from cli.hydra_bridge import _register_resolvers
+        from experiments.hydra_bridge import _register_resolvers
         from experiments.config import config_dir
 
         _register_resolvers()

@@ -35,7 +35,7 @@ class Job:
 
 
 def train_argv(conf: str, trial: Trial, run_dir: Path, extra: list[str]) -> list[str]:
-    from cli.hydra_bridge import quote
+    from experiments.hydra_bridge import quote
 
     return [sys.executable, "-m", "cli.main", "train", f"conf={conf}", *trial.overrides, *extra,
             f"hydra.run.dir={quote(str(run_dir))}"]
@@ -48,9 +48,9 @@ def resume_argv(run_dir: Path) -> list[str]:
 def child_env() -> dict[str, str]:
     """The parent's environment; GPU memory shared between children; the same nnrun code
     as the parent (its root first on the path, the working directory not on it)."""
-    import cli
+    import experiments
 
-    root = str(Path(cli.__file__).resolve().parents[1])
+    root = str(Path(experiments.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1",
             "PYTHONSAFEPATH": "1", "PYTHONPATH": root + (os.pathsep + path if path else "")}

@@ -131,7 +131,7 @@ def experiment(conf: str, overrides: tuple[str, ...]) -> Experiment:
 @lru_cache(maxsize=1024)
 def _composed(conf: str, overrides: tuple[str, ...]) -> tuple[Experiment, tuple[str, ...]]:
     """The validated experiment, and the overrides as Hydra accepted them (+key=value for schema keys)."""
-    from cli.hydra_bridge import compose, task_config
+    from experiments.hydra_bridge import compose, task_config
 
     cfg, accepted = compose(conf, list(overrides))
     return validate(task_config(cfg)), tuple(accepted)
