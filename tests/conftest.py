@@ -36,6 +36,27 @@ if "jax" in sys.modules:  # imported before this conftest: the env vars above ca
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+
+def _keep_pytest_streams_open() -> None:
+    """Hydra configures logging with dictConfig, which closes every existing handler.
+    absl's handler (orbax imports absl) holds the sys.stderr it saw when it was created:
+    under pytest that is a capture stream that is no longer sys.stderr later, so absl
+    closes it and every later test loses its stderr ("I/O operation on closed file").
+    A real `nnrun` process never hits this (its stderr is the real one, which absl
+    leaves open), so the patch lives here, for the tests only: flush, never close."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    def close(self) -> None:
+        self.flush()
+        logging.Handler.close(self)
+
+    absl_logging.PythonHandler.close = close
+
+
+_keep_pytest_streams_open()
+
 REPO = Path(__file__).resolve().parents[1]
 NNRUN = Path(sys.executable).parent / "nnrun"
 if not NNRUN.exists():  # pragma: no cover - a venv always has it next to python

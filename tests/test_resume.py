@@ -81,11 +81,13 @@ def test_resume_refuses_another_experiment(nnrun_main, trained_run: dict) -> Non
 
 
 def test_resume_of_a_run_without_checkpoint_is_an_error(nnrun_main, tmp_path: Path) -> None:
-    run_dir = tmp_path / "failed-early"
-    assert_one_line_error(nnrun_main("train", "conf=lenet5", *TINY, "trainer.epochs=0", f"hydra.run.dir={run_dir}"),
-                          "'trainer.epochs'")
+    """A run that failed before its first checkpoint (here: its data directory is empty)."""
+    run_dir, empty = tmp_path / "failed-early", tmp_path / "no-data"
+    empty.mkdir()
+    assert_one_line_error(nnrun_main("train", "conf=lenet5", *TINY, f"data.root={empty}", f"hydra.run.dir={run_dir}"),
+                          "does not exist")
     assert read_json(run_dir / "summary.json")["status"] == "failed"
-    assert_one_line_error(nnrun_main("train", f"resume={run_dir}", "trainer.epochs=2"),
+    assert_one_line_error(nnrun_main("train", f"resume={run_dir}", "data.root=null"),
                           "no checkpoint in checkpoints/last")
 
 
