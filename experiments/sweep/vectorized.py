@@ -45,7 +45,7 @@ from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
 from experiments.training.optim import make_transform
 from experiments.training.progress import TrainProgress
 from experiments.training.supervised import (
-    Evaluator, TrainState, chunk_metrics, History, model_variables, build_setup, default_scan, epoch_order,
+    Evaluator, TrainState, chunk_metrics, run_chunk, History, model_variables, build_setup, default_scan, epoch_order,
     init_state, make_chunk, make_train_step,
 )
 
@@ -333,14 +333,7 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
             while i < spe and step < total_steps and not stop:
                 n = min(t.log_every, spe - i, total_steps - step)
                 chunk_start = time.perf_counter()
-                if chunk_fn is not None and n == t.log_every:
-                    state = chunk_fn(state, hp, X, Y, order, i)
-                else:
-                    for j in range(n):
-                        state = step_fn(state, hp, X, Y, order, i + j)
-                        if stop:
-                            n = j + 1
-                            break
+                state, n = run_chunk(state, (hp, X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
                 sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
                 elapsed = time.perf_counter() - chunk_start
                 i, step = i + n, step + n

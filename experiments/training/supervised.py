@@ -270,14 +270,7 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
             while i < setup.steps_per_epoch and step < total_steps and not stop:
                 n = min(t.log_every, setup.steps_per_epoch - i, total_steps - step)
                 chunk_start = time.perf_counter()
-                if chunk_fn is not None and n == t.log_every:
-                    state = chunk_fn(state, X, Y, order, i)
-                else:
-                    for j in range(n):
-                        state = step_fn(state, X, Y, order, i + j)
-                        if stop:
-                            n = j + 1
-                            break
+                state, n = run_chunk(state, (X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
                 sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
                 elapsed = time.perf_counter() - chunk_start
                 i, step = i + n, step + n
@@ -333,6 +326,20 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
         result["interrupted_by"] = stop.name
     ckpt.close()
     return result
+
+
+def run_chunk(state, arrays: tuple, start: int, n: int, step_fn: Callable, chunk_fn: Optional[Callable],
+              chunk_len: int, stop: StopRequest) -> tuple[Any, int]:
+    """Advance `n` steps from step `start` of the epoch: one scanned program when it is a
+    full chunk and scanning is on, else one dispatch per step, stopping early on a signal.
+    Returns the new state and the number of steps actually taken."""
+    if chunk_fn is not None and n == chunk_len:
+        return chunk_fn(state, *arrays, start), n
+    for j in range(n):
+        state = step_fn(state, *arrays, start + j)
+        if stop:
+            return state, j + 1
+    return state, n
 
 
 def chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, float]:
