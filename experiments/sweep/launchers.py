@@ -26,16 +26,7 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserError
 
-try:
-    from experiments.sweep.spec import Trial
-except ImportError:  # pragma: no cover - only while spec.py is being written
-    from dataclasses import dataclass
-
-    @dataclass
-    class Trial:  # type: ignore[no-redef]
-        id: str
-        overrides: list[str]
-        params: dict[str, Any]
+from experiments.sweep.spec import Trial
 
 
 log = logging.getLogger("nnrun")

@@ -49,15 +49,7 @@ from experiments.training.supervised import (
     init_state, make_chunk, make_train_step,
 )
 
-try:
-    from experiments.sweep.spec import Trial
-except ImportError:  # pragma: no cover - the sweep package without its spec module
-
-    @dataclasses.dataclass
-    class Trial:  # type: ignore[no-redef]
-        id: str
-        overrides: list[str]
-        params: dict[str, Any]
+from experiments.sweep.spec import Trial
 
 
 log = logging.getLogger("nnrun")
