@@ -7,7 +7,7 @@ adversarial and contrastive-divergence loops. The CLI only looks a loop up by na
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from experiments.registry import Registry
 
