@@ -5,6 +5,6 @@
 - local.py: trials as child processes, at most N at a time, signals forwarded.
 - results.py: sweep.json, results.csv, seeds aggregated, tables and plots.
 
-The command itself (`nnrun sweep`) is cli/sweep_cmd.py; vectorized trials and Hydra
+What the command does (`nnrun sweep`) is driver.py (cli/sweep_cmd.py only wires it to the terminal); vectorized trials and Hydra
 launchers (vectorized.py, launchers.py) plug in from beside these modules.
 """

@@ -6,7 +6,7 @@ On SIGINT/SIGTERM the pool starts nothing new and forwards SIGTERM to the runnin
 children (they checkpoint and mark themselves interrupted), then waits for them; a
 second signal forwards SIGINT (the trainer's "stop now"), a third kills them.
 
-Not for deciding what to run or reading results (cli/sweep_cmd.py, results.py).
+Not for deciding what to run or reading results (driver.py, results.py).
 """
 from __future__ import annotations
 

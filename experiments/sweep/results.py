@@ -5,7 +5,7 @@ wall time, run dir, error); it and results.csv are rewritten atomically after ev
 trial. A trial's outcome is read from its own summary.json (the run directory is the
 truth), or from the child's exit code and last log line when it left none.
 
-Not for deciding which trials to run (cli/sweep_cmd.py) or running them (local.py).
+Not for deciding which trials to run (driver.py) or running them (local.py).
 """
 from __future__ import annotations
 

@@ -270,7 +270,7 @@ def split_cli(overrides: list[str]) -> tuple[Optional[str], dict[str, Any], list
 
 def build(conf: str, overrides: list[str]) -> SweepSpec:
     """The sweep that `nnrun sweep conf=CONF OVERRIDES` describes (not yet validated
-    against the experiment's schema: see cli/sweep_cmd.py)."""
+    against the experiment's schema: see driver.py)."""
     name, cli, launcher, hydra, rest = split_cli(overrides)
     data = load_yaml(name) if name else {}
     fixed, params = split([*yaml_overrides(data), *rest])

@@ -15,7 +15,7 @@ checkpoints/best holding that trial's un-stacked TrainState), so `nnrun eval` an
 `nnrun train resume=` work on it. A trial whose loss turns non-finite fails alone.
 
 Not for: choosing or launching trials, or reading their results (the rest of
-experiments/sweep/ and cli/sweep_cmd.py); the training step itself, which is
+experiments/sweep/ and driver.py); the training step itself, which is
 experiments/training/supervised.py's, vmapped here.
 """
 from __future__ import annotations
