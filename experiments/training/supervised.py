@@ -250,7 +250,7 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     state = initial_state(setup)
     history = History()
     if exp.resume:
-        state, restored_step = _restore_for_resume(ckpt, state, run)
+        state = _restore_for_resume(ckpt, state, run)
         history = History.from_metrics(run.metrics(), t.best_metric)
     X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
     n_train = len(data.train)
@@ -348,12 +348,12 @@ def chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, flo
     return float(d[0] / max(seen, 1)), float(d[1] / max(seen, 1)), seen
 
 
-def _restore_for_resume(ckpt: Checkpointer, state: TrainState, run: Run) -> tuple[TrainState, int]:
+def _restore_for_resume(ckpt: Checkpointer, state: TrainState, run: Run) -> TrainState:
     if ckpt.latest_step("last") is None:
         raise UserError(f"cannot resume {run.dir}: it has no checkpoint in checkpoints/last; start a new run instead")
     state, step = ckpt.restore("last", state)
     run.truncate_metrics(step)
-    return state, step
+    return state
 
 
 class History:
