@@ -15,6 +15,7 @@ from experiments.config import Experiment
 from experiments.data import load_dataset
 from experiments.errors import UserError
 from experiments.models import DataInfo, MODELS, build_model
+from experiments.models.patch_conv import NHWC
 
 COLUMNS = ["Layer", "Type", "Output", "Kernel", "Stride", "Activation", "Maps/Units", "Params", "FLOPs"]
 
@@ -28,6 +29,10 @@ def model_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]
     if family != "supervised":
         raise UserError(f"`nnrun show` has no table for '{family}' models yet")
     model = build_model(exp.model, info)
+    if "layout" in getattr(model, "__dataclass_fields__", {}):
+        # the table describes the network, not how it stores activations: show the
+        # NHWC shapes whichever layout this backend would train in
+        model = model.clone(layout=NHWC)
     x = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles
     rows, total_params, total_flops = [], 0, 0

@@ -8,8 +8,9 @@ import pytest
 from experiments.config import OptimConfig, ScheduleConfig
 from experiments.errors import UserError
 from experiments.models import DataInfo, build_model
-from experiments.models.layers import AvgPoolAct, ConvAct, shifted_conv
-from experiments.models.lenet5 import LeNet5Config
+from experiments.models.layers import AvgPoolAct, ConvAct
+from experiments.models.patch_conv import CHWN, NHWC, conv_chwn, from_layout, to_layout
+from experiments.models.lenet5 import LeNet5, LeNet5Config
 from experiments.models.rnn import RNNConfig
 from experiments.training.optim import make_optimizer, make_schedule
 
@@ -20,8 +21,9 @@ def count(params) -> int:
     return sum(p.size for p in jax.tree.leaves(params))
 
 
-def test_lenet5_has_61706_parameters_and_the_paper_shapes():
-    model = build_model(LeNet5Config(), MNIST)
+@pytest.mark.parametrize("layout", [NHWC, CHWN])
+def test_lenet5_has_61706_parameters_and_the_paper_shapes(layout):
+    model = build_model(LeNet5Config(layout=layout), MNIST)
     x = jnp.zeros((3, 28, 28, 1))
     variables = model.init(jax.random.key(0), x)
     assert count(variables["params"]) == 61706
@@ -29,6 +31,8 @@ def test_lenet5_has_61706_parameters_and_the_paper_shapes():
     assert per_layer == {"C1": 156, "C3": 2416, "C5": 48120, "F6": 10164, "Out": 850}
     _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
     shapes = {k: v["__call__"][0].shape for k, v in state["intermediates"].items() if k != "__call__"}
+    if layout == CHWN:  # batch minor until the dense layers
+        shapes = {k: s if len(s) == 2 else (s[3], s[1], s[2], s[0]) for k, s in shapes.items()}
     assert shapes == {"C1": (3, 28, 28, 6), "S2": (3, 14, 14, 6), "C3": (3, 10, 10, 16),
                       "S4": (3, 5, 5, 16), "C5": (3, 1, 1, 120), "F6": (3, 84), "Out": (3, 10)}
 
@@ -61,16 +65,51 @@ def test_unknown_cell_is_a_user_error():
         build_model(RNNConfig(cell="transformer"), DataInfo((28, 28), 10))
 
 
-def test_shifted_conv_matches_xla_conv_values_and_gradients():
-    x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
-    w = jax.random.normal(jax.random.key(1), (5, 5, 1, 3))
-    ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(shifted_conv(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
-    loss = lambda f: (lambda x, w: jnp.sum(jnp.tanh(f(x, w))))
-    for a, b in zip(jax.grad(loss(shifted_conv), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+def _xla_conv(x, w, stride, padding):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((4, 12, 12, 1), (5, 5, 1, 3), 1, "VALID"),   # LeNet5's C1 shape class
+    ((3, 9, 9, 6), (5, 5, 6, 4), 1, "VALID"),     # C3
+    ((2, 5, 5, 4), (5, 5, 4, 7), 1, "VALID"),     # C5: kernel covers the input
+    ((2, 9, 7, 3), (3, 3, 3, 5), 1, "SAME"),
+    ((2, 11, 10, 2), (3, 2, 2, 4), 2, "SAME"),
+    ((2, 11, 11, 2), (3, 3, 2, 4), 2, "VALID"),
+])
+@jax.default_matmul_precision("float32")  # GPUs would otherwise use TF32 in both
+def test_patch_conv_matches_xla_conv_values_and_gradients(shape, kernel, stride, padding):
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), kernel)
+    mine = lambda x, w: from_layout(conv_chwn(to_layout(x, CHWN), w, stride, padding), CHWN)
+    ref = lambda x, w: _xla_conv(x, w, stride, padding)
+    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-4, atol=1e-4)
+    loss = lambda f: (lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * jnp.arange(f(x, w).size).reshape(f(x, w).shape)))
+    for a, b in zip(jax.grad(loss(mine), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+        # both are float32 sums in different orders: compare at the gradients' scale
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+@jax.default_matmul_precision("float32")
+def test_lenet5_layouts_share_parameters_and_agree():
+    x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
+    y = jnp.array([1, 7, 3])
+    nhwc, chwn = LeNet5(layout=NHWC), LeNet5(layout=CHWN)
+    variables = nhwc.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, chwn.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+    np.testing.assert_allclose(chwn.apply(variables, x), nhwc.apply(variables, x), rtol=1e-5, atol=1e-5)
+    loss = lambda m: (lambda v: optax.softmax_cross_entropy_with_integer_labels(m.apply(v, x), y).mean())
+    grads = jax.grad(loss(chwn))(variables), jax.grad(loss(nhwc))(variables)
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_layout_is_a_user_error():
+    with pytest.raises(UserError, match="model.layout.*allowed values: NHWC, CHWN"):
+        LeNet5Config(layout="nchw")
+
+
+@jax.default_matmul_precision("float32")
 def test_full_input_conv_as_matmul_equals_a_real_convolution():
     layer = ConvAct(7, (5, 5))
     x = jax.random.normal(jax.random.key(0), (3, 5, 5, 4))

@@ -155,12 +155,16 @@ def test_trials_that_change_shapes_or_the_loop_run_separately() -> None:
     assert "\n" not in reason
 
 
-def test_conv_models_are_declined_on_cpu_unless_forced() -> None:
+def test_xla_convolutions_are_declined_on_cpu_unless_forced() -> None:
     from experiments.sweep.vectorized import plan_vectorized
 
     if jax.default_backend() != "cpu":
         pytest.skip("the decline policy measured here is XLA-CPU's")
+    # LeNet5's default CHWN layout has no XLA convolution (patch matmuls): vectorised
     trials = [trial(i, [f"seed={i}"]) for i in range(3)]
+    assert plan_vectorized("lenet5", trials, force=False)[0] == [trials]
+    # in the NHWC layout vmap makes its convolutions grouped ones: declined
+    trials = [trial(i, [f"seed={i}", "model.layout=NHWC"]) for i in range(3)]
     groups, fallback, reason = plan_vectorized("lenet5", trials, force=False)
     assert groups == [] and [t.id for t in fallback] == ["000", "001", "002"]
     assert reason.startswith("--vectorize declined for lenet5 on cpu: vmapped convolutions measured ")
@@ -168,7 +172,7 @@ def test_conv_models_are_declined_on_cpu_unless_forced() -> None:
     groups, fallback, reason = plan_vectorized("lenet5", trials, force=True)
     assert [[t.id for t in g] for g in groups] == [["000", "001", "002"]] and fallback == [] and reason == ""
     # the MLP has no convolution: never declined
-    assert _plan(trials)[0] == [["000", "001", "002"]]
+    assert _plan([trial(i, [f"seed={i}"]) for i in range(3)])[0] == [["000", "001", "002"]]
 
 
 def test_summary_is_valid_json_with_the_group_fields(both: dict) -> None:

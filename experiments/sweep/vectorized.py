@@ -45,7 +45,7 @@ from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
 from experiments.training.optim import make_transform
 from experiments.training.progress import TrainProgress
 from experiments.training.supervised import (
-    Evaluator, TrainState, chunk_metrics, run_chunk, History, model_variables, build_setup, default_scan, epoch_order,
+    Evaluator, TrainState, chunk_metrics, run_chunk, History, model_variables, build_setup, SCAN_BY_DEFAULT, epoch_order,
     init_state, make_chunk, make_train_step,
 )
 
@@ -61,11 +61,13 @@ OPTIM_STRUCTURAL = ("weight_decay", "clip_norm")
 
 # Trials/hour vectorised / one process per trial, for the 16-trial grids (4 lr x 4 seeds,
 # 2 epochs, full MNIST) of benchmarks/sweep_vectorize.py on the shared 2-core XLA-CPU
-# machine (benchmarks/results/sweep_vectorize-20261127-*.json). "dense": the MLP, 4.2x
-# measured. "conv": LeNet5, 0.48x, extrapolated from 40-step runs: vmapped, its
-# convolutions become grouped ones, which ran at 0.35x the images/s per trial of one
-# trial alone, so vectorising won only for runs under ~200 steps (2.5x at 40). Below 1,
-# --vectorize declines that kind of model on that backend; unmeasured backends vectorise.
+# machine (benchmarks/results/sweep_vectorize-20261127-*.json). "dense": models made of
+# matmuls: the MLP, 4.2x measured, and LeNet5 in its CHWN layout (convolutions as patch
+# matmuls), 1.74x extrapolated from 60-step runs (4.7x at 60 steps). "conv": models with
+# XLA convolutions (LeNet5 with model.layout=NHWC), 0.48x extrapolated from 40-step runs:
+# vmapped, the convolutions become grouped ones, which ran at 0.35x the images/s per
+# trial of one trial alone. Below 1, --vectorize declines that kind of model on that
+# backend; unmeasured backends vectorise.
 MEASURED_SPEEDUP = {("cpu", "dense"): 4.2, ("cpu", "conv"): 0.48}
 
 
@@ -273,7 +275,7 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
     setups = [build_setup(exp, data) for exp in exps]
     ref, size = setups[0], len(exps)
     backend = jax.default_backend()
-    use_scan = default_scan(backend) if t.scan is None else t.scan
+    use_scan = SCAN_BY_DEFAULT if t.scan is None else t.scan
     total_steps = ref.steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
