@@ -48,14 +48,17 @@ class NnrunTrainer:
         step = make_train_step(self.setup.model, self.setup.tx, batch, jax.random.fold_in(self.setup.key, 2))
         self.step = jax.jit(step, donate_argnums=0)
         self.chunk_len = chunk or self.exp.trainer.log_every  # nnrun's own chunk by default
-        self.chunk = jax.jit(make_chunk(step, chunk), donate_argnums=0) if scan else None
+        self.chunk = jax.jit(make_chunk(step, self.chunk_len), donate_argnums=0) if scan else None
         self.state = initial_state(self.setup)
         self.evaluator = Evaluator(self.setup.model, 1000)
 
     def warm_up(self) -> float:
+        """Compile what the loop uses (with scan on, the step too: it runs an epoch's
+        remainder); returns the seconds spent."""
         t = time.perf_counter()
         order = epoch_order(self.setup.key, 0, self.n)
-        self.state = (self.chunk or self.step)(self.state, self.X, self.Y, order, 0)
+        for fn in filter(None, (self.step, self.chunk)):
+            self.state = fn(self.state, self.X, self.Y, order, 0)
         jax.block_until_ready(self.state.step)
         return time.perf_counter() - t
 
@@ -63,6 +66,7 @@ class NnrunTrainer:
         order = epoch_order(self.setup.key, 0, self.n)
         t = time.perf_counter()
         if self.chunk is not None:
+            steps = max(1, steps // self.chunk_len) * self.chunk_len
             for c in range(steps // self.chunk_len):
                 self.state = self.chunk(self.state, self.X, self.Y, order, c * self.chunk_len)
         else:
@@ -232,7 +236,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--only", framework, "--steps", str(args.steps),
                "--windows", str(args.windows), "--torch-epochs", str(args.torch_epochs),
                "--torch-lr", str(args.torch_lr), "--target", str(args.target)] + (["--accuracy"] if accuracy else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"the {framework} measurement failed:\n{proc.stderr[-3000:]}")
         print("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("RESULT")), flush=True)
         return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[7:])
 

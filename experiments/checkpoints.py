@@ -30,6 +30,12 @@ class Checkpointer:
             self._managers[which] = ocp.CheckpointManager(self.dir / which, options=options)
         return self._managers[which]
 
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # on errors too (a non-finite loss, a signal): no manager is left open
+
     def save(self, which: str, step: int, state: Any) -> None:
         manager = self._manager(which)
         if step in manager.all_steps():

@@ -242,87 +242,85 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     step_fn = jax.jit(train_step, donate_argnums=0)
     chunk_fn = jax.jit(make_chunk(train_step, t.log_every), donate_argnums=0) if use_scan else None
     evaluator = Evaluator(setup.model, t.eval_batch_size)
-    ckpt = Checkpointer(run.checkpoint_dir, keep=t.keep)
+    with Checkpointer(run.checkpoint_dir, keep=t.keep) as ckpt:
+        state = initial_state(setup)
+        history = History()
+        if exp.resume:
+            state = _restore_for_resume(ckpt, state, run)
+            history = History.from_metrics(run.metrics(), t.best_metric)
+        X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
+        n_train = len(data.train)
 
-    state = initial_state(setup)
-    history = History()
-    if exp.resume:
-        state = _restore_for_resume(ckpt, state, run)
-        history = History.from_metrics(run.metrics(), t.best_metric)
-    X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
-    n_train = len(data.train)
+        step = int(state.step)
+        start_epoch, start_i = divmod(step, setup.steps_per_epoch)
+        status, progress = "completed", TrainProgress(t.epochs, setup.steps_per_epoch, enabled=t.progress)
+        with progress:
+            for epoch in range(start_epoch, t.epochs):
+                if step >= total_steps:
+                    break
+                order = epoch_order(setup.key, epoch, n_train)
+                i = start_i if epoch == start_epoch else 0
+                if i == 0:
+                    state = state.replace(epoch_sums=jnp.zeros(3, jnp.float32))
+                prev_sums = np.asarray(state.epoch_sums)
+                while i < setup.steps_per_epoch and step < total_steps and not stop:
+                    n = min(t.log_every, setup.steps_per_epoch - i, total_steps - step)
+                    chunk_start = time.perf_counter()
+                    state, n = run_chunk(state, (X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
+                    sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
+                    elapsed = time.perf_counter() - chunk_start
+                    i, step = i + n, step + n
+                    bad = int(state.first_bad_step)
+                    if bad >= 0:
+                        raise NonFiniteLossError(bad, float("nan"))
+                    loss, acc, seen = chunk_metrics(sums, prev_sums)
+                    prev_sums = sums
+                    # the first chunk includes compilation, so it reports no throughput
+                    ips = seen / elapsed if history.first_chunk_s is not None else None
+                    if history.first_chunk_s is None:
+                        history.first_chunk_s = elapsed
+                    rec = {"step": step, "epoch": epoch + i / setup.steps_per_epoch, "split": "train",
+                           "loss": loss, "accuracy": acc, "lr": float(setup.lr_schedule(step - 1)),
+                           "images_per_s": ips, "time": time.time()}
+                    run.log_metrics(rec)
+                    progress.update(epoch, i, loss, acc, ips)
+                if stop:
+                    status = "interrupted"
+                    ckpt.save("last", step, state)
+                    break
+                # an epoch ends here, or a partial one when trainer.max_steps stops the run early
+                epoch_done = epoch + i / setup.steps_per_epoch
+                epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+                val = evaluator(model_variables(state), data.val) if data.val is not None else None
+                run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
+                                 **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
+                                 "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
+                history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
+                last_epoch = i < setup.steps_per_epoch or epoch + 1 == t.epochs or step >= total_steps
+                if (epoch + 1) % t.checkpoint_every == 0 or last_epoch:
+                    ckpt.save("last", step, state)
+                if history.best_step == step:
+                    ckpt.save("best", step, state)
+                progress.end_epoch(epoch + 1, val)
+                if i < setup.steps_per_epoch:
+                    break
 
-    step = int(state.step)
-    start_epoch, start_i = divmod(step, setup.steps_per_epoch)
-    status, progress = "completed", TrainProgress(t.epochs, setup.steps_per_epoch, enabled=t.progress)
-    with progress:
-        for epoch in range(start_epoch, t.epochs):
-            if step >= total_steps:
-                break
-            order = epoch_order(setup.key, epoch, n_train)
-            i = start_i if epoch == start_epoch else 0
-            if i == 0:
-                state = state.replace(epoch_sums=jnp.zeros(3, jnp.float32))
-            prev_sums = np.asarray(state.epoch_sums)
-            while i < setup.steps_per_epoch and step < total_steps and not stop:
-                n = min(t.log_every, setup.steps_per_epoch - i, total_steps - step)
-                chunk_start = time.perf_counter()
-                state, n = run_chunk(state, (X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
-                sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
-                elapsed = time.perf_counter() - chunk_start
-                i, step = i + n, step + n
-                bad = int(state.first_bad_step)
-                if bad >= 0:
-                    raise NonFiniteLossError(bad, float("nan"))
-                loss, acc, seen = chunk_metrics(sums, prev_sums)
-                prev_sums = sums
-                # the first chunk includes compilation, so it reports no throughput
-                ips = seen / elapsed if history.first_chunk_s is not None else None
-                if history.first_chunk_s is None:
-                    history.first_chunk_s = elapsed
-                rec = {"step": step, "epoch": epoch + i / setup.steps_per_epoch, "split": "train",
-                       "loss": loss, "accuracy": acc, "lr": float(setup.lr_schedule(step - 1)),
-                       "images_per_s": ips, "time": time.time()}
-                run.log_metrics(rec)
-                progress.update(epoch, i, loss, acc, ips)
-            if stop:
-                status = "interrupted"
-                ckpt.save("last", step, state)
-                break
-            # an epoch ends here, or a partial one when trainer.max_steps stops the run early
-            epoch_done = epoch + i / setup.steps_per_epoch
-            epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-            val = evaluator(model_variables(state), data.val) if data.val is not None else None
-            run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
-                             **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
-                             "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
-            history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
-            last_epoch = i < setup.steps_per_epoch or epoch + 1 == t.epochs or step >= total_steps
-            if (epoch + 1) % t.checkpoint_every == 0 or last_epoch:
-                ckpt.save("last", step, state)
-            if history.best_step == step:
-                ckpt.save("best", step, state)
-            progress.end_epoch(epoch + 1, val)
-            if i < setup.steps_per_epoch:
-                break
-
-    result = {
-        "status": status,
-        "epochs_done": step / setup.steps_per_epoch,
-        "steps_done": step,
-        "steps_per_epoch": setup.steps_per_epoch,
-        "best": history.best(),
-        "final": {"val": history.last_val},
-        "backend": backend,
-        "scan": use_scan,
-        "first_chunk_s": history.first_chunk_s,
-    }
-    if status == "completed":
-        result["test"] = evaluator(model_variables(state), data.test)
-    if status == "interrupted":
-        result["interrupted_by"] = stop.name
-    ckpt.close()
-    return result
+        result = {
+            "status": status,
+            "epochs_done": step / setup.steps_per_epoch,
+            "steps_done": step,
+            "steps_per_epoch": setup.steps_per_epoch,
+            "best": history.best(),
+            "final": {"val": history.last_val},
+            "backend": backend,
+            "scan": use_scan,
+            "first_chunk_s": history.first_chunk_s,
+        }
+        if status == "completed":
+            result["test"] = evaluator(model_variables(state), data.test)
+        if status == "interrupted":
+            result["interrupted_by"] = stop.name
+        return result
 
 
 def run_chunk(state, arrays: tuple, start: int, n: int, step_fn: Callable, chunk_fn: Optional[Callable],
