@@ -25,11 +25,12 @@ def count(params) -> int:
 def test_lenet5_has_61706_parameters_and_the_paper_shapes(layout):
     model = build_model(LeNet5Config(layout=layout), MNIST)
     x = jnp.zeros((3, 28, 28, 1))
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles
     assert count(variables["params"]) == 61706
     per_layer = {k: count(v) for k, v in variables["params"].items()}
     assert per_layer == {"C1": 156, "C3": 2416, "C5": 48120, "F6": 10164, "Out": 850}
-    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    _, state = jax.eval_shape(lambda v: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
+                              variables)
     shapes = {k: v["__call__"][0].shape for k, v in state["intermediates"].items() if k != "__call__"}
     if layout == CHWN:  # batch minor until the dense layers
         shapes = {k: s if len(s) == 2 else (s[3], s[1], s[2], s[0]) for k, s in shapes.items()}
@@ -83,9 +84,16 @@ def test_patch_conv_matches_xla_conv_values_and_gradients(shape, kernel, stride,
     w = jax.random.normal(jax.random.key(1), kernel)
     mine = lambda x, w: from_layout(conv_chwn(to_layout(x, CHWN), w, stride, padding), CHWN)
     ref = lambda x, w: _xla_conv(x, w, stride, padding)
-    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-4, atol=1e-4)
-    loss = lambda f: (lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * jnp.arange(f(x, w).size).reshape(f(x, w).shape)))
-    for a, b in zip(jax.grad(loss(mine), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+
+    @jax.jit  # one compile per implementation; eager dispatch compiles every op (slow on CPU)
+    def outputs_and_grads(x, w):
+        def loss(f):  # a weighted sum, so that every output position's gradient differs
+            return lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * jnp.arange(1.0, 1 + f(x, w).size).reshape(f(x, w).shape))
+        return [(f(x, w), jax.grad(loss(f), (0, 1))(x, w)) for f in (mine, ref)]
+
+    (y_mine, g_mine), (y_ref, g_ref) = outputs_and_grads(x, w)
+    np.testing.assert_allclose(y_mine, y_ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g_mine, g_ref):
         # both are float32 sums in different orders: compare at the gradients' scale
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
 
@@ -95,11 +103,12 @@ def test_lenet5_layouts_share_parameters_and_agree():
     x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
     y = jnp.array([1, 7, 3])
     nhwc, chwn = LeNet5(layout=NHWC), LeNet5(layout=CHWN)
-    variables = nhwc.init(jax.random.key(1), x)
-    assert jax.tree.map(jnp.shape, chwn.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
-    np.testing.assert_allclose(chwn.apply(variables, x), nhwc.apply(variables, x), rtol=1e-5, atol=1e-5)
+    variables = jax.jit(nhwc.init)(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, jax.eval_shape(chwn.init, jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+    np.testing.assert_allclose(jax.jit(chwn.apply)(variables, x), jax.jit(nhwc.apply)(variables, x),
+                               rtol=1e-5, atol=1e-5)
     loss = lambda m: (lambda v: optax.softmax_cross_entropy_with_integer_labels(m.apply(v, x), y).mean())
-    grads = jax.grad(loss(chwn))(variables), jax.grad(loss(nhwc))(variables)
+    grads = jax.jit(lambda v: (jax.grad(loss(chwn))(v), jax.grad(loss(nhwc))(v)))(variables)
     for a, b in zip(*map(jax.tree.leaves, grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
