@@ -26,7 +26,7 @@ import numpy as np
 from experiments.hydra_bridge import compose, task_config
 from experiments.config import validate
 from experiments.training.supervised import (
-    SCAN_BY_DEFAULT, Evaluator, build_setup, epoch_order, initial_state, make_chunk, make_train_step, run_chunk,
+    Evaluator, build_setup, epoch_order, initial_state, make_chunk, make_train_step, run_chunk,
 )
 from experiments.runs import StopRequest
 
@@ -37,8 +37,9 @@ BATCH = 128
 
 
 class NnrunTrainer:
-    def __init__(self, overrides: list[str], scan: bool = False, chunk: int | None = None, batch: int = BATCH,
-                 conf: str = "lenet5"):
+    def __init__(self, overrides: list[str], scan: bool | None = None, chunk: int | None = None,
+                 batch: int = BATCH, conf: str = "lenet5"):
+        """scan, chunk: None means the experiment's own trainer.scan and log_every."""
         self.batch = batch
         self.exp = validate(task_config(compose(conf, [f"trainer.batch_size={batch}", *overrides])[0]))
         self.setup = build_setup(self.exp)
@@ -47,7 +48,8 @@ class NnrunTrainer:
         self.n = len(data.train)
         step = make_train_step(self.setup.model, self.setup.tx, batch, jax.random.fold_in(self.setup.key, 2))
         self.step = jax.jit(step, donate_argnums=0)
-        self.chunk_len = chunk or self.exp.trainer.log_every  # nnrun's own chunk by default
+        self.chunk_len = chunk or self.exp.trainer.log_every
+        scan = self.exp.trainer.scan if scan is None else scan
         self.chunk = jax.jit(make_chunk(step, self.chunk_len), donate_argnums=0) if scan else None
         self.state = initial_state(self.setup)
         self.evaluator = Evaluator(self.setup.model, 1000)
@@ -190,7 +192,7 @@ def measure(framework: str, args: argparse.Namespace) -> dict:
     if args.accuracy:
         if framework == "nnrun":
             # the recipe as `nnrun train conf=lenet5` runs it: its chunk length and scan default
-            trainer = NnrunTrainer([], scan=SCAN_BY_DEFAULT)
+            trainer = NnrunTrainer([])
             out["recipe_compile_s"] = trainer.warm_up()  # compile outside the clock ...
             trainer.state = initial_state(trainer.setup)  # ... then the recipe from step 0
             out["recipe"] = {"epochs": trainer.exp.trainer.epochs, "lr": trainer.exp.optim.lr,

@@ -30,8 +30,8 @@ def model_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]
         raise UserError(f"`nnrun show` has no table for '{family}' models yet")
     model = build_model(exp.model, info)
     if "layout" in getattr(model, "__dataclass_fields__", {}):
-        # the table describes the network, not how it stores activations: show the
-        # NHWC shapes whichever layout this backend would train in
+        # the table describes the network, not how it stores activations: show NHWC
+        # shapes whichever layout the model trains in
         model = model.clone(layout=NHWC)
     x = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles

@@ -19,7 +19,7 @@ from flax import linen as nn
 from experiments.errors import UserError
 from experiments.models import DataInfo, ModelConfig, register_model
 from experiments.models.layers import AvgPoolAct, ConvAct, DenseAct
-from experiments.models.patch_conv import LAYOUTS, NHWC, from_layout, to_layout
+from experiments.models.patch_conv import CHWN, LAYOUTS, from_layout, to_layout
 
 
 @dataclass
@@ -27,7 +27,7 @@ class LeNet5Config(ModelConfig):
     name: str = "lenet5"
     pad_to: int = 32  # zero-pad inputs to this square size before C1
     activation: str = "tanh"
-    layout: str = "CHWN"  # activation layout: CHWN | NHWC (see patch_conv.py)
+    layout: str = CHWN  # activation layout: CHWN | NHWC (see patch_conv.py)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -38,7 +38,7 @@ class LeNet5(nn.Module):
     pad_to: int = 32
     num_classes: int = 10
     activation: str = "tanh"
-    layout: str = NHWC
+    layout: str = CHWN
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -35,10 +35,6 @@ def to_layout(x: jnp.ndarray, layout: str) -> jnp.ndarray:
 from_layout = to_layout
 
 
-def _same_pads(size: tuple[int, int], kernel: tuple[int, int], stride: int) -> list[tuple[int, int]]:
-    return jax.lax.padtype_to_pads(size, kernel, (stride, stride), "SAME")
-
-
 def _patches(x: jnp.ndarray, kh: int, kw: int, stride: int) -> jnp.ndarray:
     """(C, H, W, N) -> (kh*kw*C, oh*ow*N), rows ordered (i, j, c) like an HWIO kernel.
 
@@ -68,7 +64,7 @@ def _col2im(d_patches: jnp.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, 
 def _pad(x: jnp.ndarray, kh: int, kw: int, stride: int, padding: str) -> tuple[jnp.ndarray, list]:
     if padding == "VALID":
         return x, [(0, 0), (0, 0)]
-    pads = _same_pads(x.shape[1:3], (kh, kw), stride)
+    pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
     return jnp.pad(x, ((0, 0), *pads, (0, 0))), pads
 
 

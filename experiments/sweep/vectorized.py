@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -45,8 +46,8 @@ from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
 from experiments.training.optim import make_transform
 from experiments.training.progress import TrainProgress
 from experiments.training.supervised import (
-    Evaluator, TrainState, chunk_metrics, run_chunk, History, model_variables, build_setup, SCAN_BY_DEFAULT, epoch_order,
-    init_state, make_chunk, make_train_step,
+    Evaluator, History, TrainState, build_setup, end_epoch, epoch_order, init_state, log_chunk, make_chunk,
+    make_train_step, model_variables, run_chunk, summary_fields,
 )
 
 from experiments.sweep.spec import Trial
@@ -266,16 +267,11 @@ def _start_run(exp: Experiment, overrides: tuple[str, ...], run: Run, conf: str,
 
 def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict], done: set[int],
                  stop: StopRequest, t0: float) -> None:
-    t = exps[0].trainer
-    if t.epochs < 1:
-        raise UserError(f"bad value for 'trainer.epochs': {t.epochs}; it must be >= 1")
-    if t.log_every < 1:
-        raise UserError(f"bad value for 'trainer.log_every': {t.log_every}; it must be >= 1")
+    t = exps[0].trainer  # validated with the experiment (SupervisedTrainerConfig)
     data = load_dataset(exps[0].data)
     setups = [build_setup(exp, data) for exp in exps]
     ref, size = setups[0], len(exps)
     backend = jax.default_backend()
-    use_scan = SCAN_BY_DEFAULT if t.scan is None else t.scan
     total_steps = ref.steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
@@ -300,85 +296,72 @@ def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict],
 
     in_axes = (0, 0, None, None, 0, None)
     step_fn = jax.jit(jax.vmap(lane_step, in_axes=in_axes), donate_argnums=0)
-    chunk_fn = jax.jit(jax.vmap(lane_chunk, in_axes=in_axes), donate_argnums=0) if use_scan else None
+    chunk_fn = jax.jit(jax.vmap(lane_chunk, in_axes=in_axes), donate_argnums=0) if t.scan else None
     evaluator = Evaluator(ref.model, t.eval_batch_size)
-    ckpts = [Checkpointer(run.checkpoint_dir, keep=t.keep) for run in runs]
+    with ExitStack() as closing:  # the checkpointers close on errors too
+        ckpts = [closing.enter_context(Checkpointer(run.checkpoint_dir, keep=t.keep)) for run in runs]
 
-    # ---- initial states: each trial's exactly as initial_state(setup) makes it. One jitted
-    # init called per trial, not a vmapped one: XLA-CPU compiled the vmapped init ~3x slower.
-    # Trial 0's model and optimizer serve all: init does not read dropout rates or optimizer values.
-    init = jax.jit(lambda key: init_state(ref.model, ref.tx, key, data.input_shape))
-    state = _stack([init(jax.random.fold_in(s.key, 0)) for s in setups])
-    X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
-    n_train, spe = len(data.train), ref.steps_per_epoch
+        # ---- initial states: each trial's exactly as initial_state(setup) makes it. One jitted
+        # init called per trial, not a vmapped one: XLA-CPU compiled the vmapped init ~3x slower.
+        # Trial 0's model and optimizer serve all: init does not read dropout rates or optimizer values.
+        init = jax.jit(lambda key: init_state(ref.model, ref.tx, key, data.input_shape))
+        state = _stack([init(jax.random.fold_in(s.key, 0)) for s in setups])
+        X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
+        n_train, spe = len(data.train), ref.steps_per_epoch
 
-    # ---- loop: the supervised loop's, with one host sync per chunk for all trials
-    histories = [History() for _ in exps]
-    alive = list(range(size))
-    step, status, sums = 0, "completed", None
-    progress = TrainProgress(t.epochs, spe, enabled=t.progress)
-    with progress:
-        for epoch in range(t.epochs):
-            if step >= total_steps or not alive:
-                break
-            order = jnp.asarray(np.stack([np.asarray(epoch_order(s.key, epoch, n_train)) for s in setups]))
-            state = state.replace(epoch_sums=jnp.zeros((size, 3), jnp.float32))
-            prev, i = np.asarray(state.epoch_sums), 0
-            while i < spe and step < total_steps and not stop:
-                n = min(t.log_every, spe - i, total_steps - step)
-                chunk_start = time.perf_counter()
-                state, n = run_chunk(state, (hp, X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
-                sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
-                elapsed = time.perf_counter() - chunk_start
-                i, step = i + n, step + n
-                bad = np.asarray(state.first_bad_step)
-                for k in [k for k in alive if bad[k] >= 0]:
-                    _fail(k, NonFiniteLossError(int(bad[k]), float("nan")), runs, summaries, done, t0)
-                    alive.remove(k)
-                shown = []
+        # ---- loop: the supervised loop's, with one host sync per chunk for all trials
+        histories = [History() for _ in exps]
+        alive = list(range(size))
+        step, status, sums = 0, "completed", None
+        progress = TrainProgress(t.epochs, spe, enabled=t.progress)
+        with progress:
+            for epoch in range(t.epochs):
+                if step >= total_steps or not alive:
+                    break
+                order = jnp.asarray(np.stack([np.asarray(epoch_order(s.key, epoch, n_train)) for s in setups]))
+                state = state.replace(epoch_sums=jnp.zeros((size, 3), jnp.float32))
+                prev, i = np.asarray(state.epoch_sums), 0
+                while i < spe and step < total_steps and not stop:
+                    n = min(t.log_every, spe - i, total_steps - step)
+                    chunk_start = time.perf_counter()
+                    state, n = run_chunk(state, (hp, X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
+                    sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
+                    elapsed = time.perf_counter() - chunk_start
+                    i, step = i + n, step + n
+                    bad = np.asarray(state.first_bad_step)
+                    for k in [k for k in alive if bad[k] >= 0]:
+                        _fail(k, NonFiniteLossError(int(bad[k]), float("nan")), runs, summaries, done, t0)
+                        alive.remove(k)
+                    shown = []
+                    for k in alive:
+                        shown.append(log_chunk(runs[k], histories[k], sums[k], prev[k], elapsed, step, epoch + i / spe,
+                                               float(setups[k].lr_schedule(step - 1))))
+                    prev = sums
+                    if shown:  # the group's mean loss and accuracy, and its total images/s
+                        ips = shown[0][2] and sum(r[2] for r in shown)
+                        progress.update(epoch, i, float(np.mean([r[0] for r in shown])),
+                                        float(np.mean([r[1] for r in shown])), ips)
+                if stop:
+                    status = "interrupted"
+                    for k in alive:
+                        ckpts[k].save("last", step, _lane(state, k))
+                    break
+                epoch_done = epoch + i / spe
+                last_epoch = i < spe or epoch + 1 == t.epochs or step >= total_steps
                 for k in alive:
-                    loss, acc, seen = chunk_metrics(sums[k], prev[k])
-                    h = histories[k]
-                    ips = seen / elapsed if h.first_chunk_s is not None else None
-                    if h.first_chunk_s is None:
-                        h.first_chunk_s = elapsed
-                    runs[k].log_metrics({"step": step, "epoch": epoch + i / spe, "split": "train", "loss": loss,
-                                         "accuracy": acc, "lr": float(setups[k].lr_schedule(step - 1)),
-                                         "images_per_s": ips, "time": time.time()})
-                    shown.append((loss, acc, ips))
-                prev = sums
-                if shown:  # the group's mean loss and accuracy, and its total images/s
-                    ips = shown[0][2] and sum(r[2] for r in shown)
-                    progress.update(epoch, i, float(np.mean([r[0] for r in shown])),
-                                    float(np.mean([r[1] for r in shown])), ips)
-            if stop:
-                status = "interrupted"
-                for k in alive:
-                    ckpts[k].save("last", step, _lane(state, k))
-                break
-            epoch_done = epoch + i / spe
-            last_epoch = i < spe or epoch + 1 == t.epochs or step >= total_steps
-            for k in alive:
-                _end_epoch(k, state, sums[k], epoch_done, step, data, evaluator, runs[k], histories[k], ckpts[k], t,
-                           last_epoch or (epoch + 1) % t.checkpoint_every == 0)
-            progress.end_epoch(epoch + 1, None)
-            if i < spe:
-                break
+                    end_epoch(_lane(state, k), sums[k], epoch_done, step, data, evaluator, runs[k], histories[k],
+                              ckpts[k], t.best_metric, periodic=last_epoch or (epoch + 1) % t.checkpoint_every == 0)
+                progress.end_epoch(epoch + 1, None)
+                if i < spe:
+                    break
 
-    for k in alive:
-        h = histories[k]
-        summaries[k].update({
-            "status": status, "epochs_done": step / spe, "steps_done": step, "steps_per_epoch": spe,
-            "best": h.best(), "final": {"val": h.last_val}, "backend": backend, "scan": use_scan,
-            "first_chunk_s": h.first_chunk_s,
-        })
-        if status == "completed":
-            summaries[k]["test"] = evaluator(model_variables(_lane(state, k)), data.test)
-        if status == "interrupted":
-            summaries[k]["interrupted_by"] = stop.name
-        done.add(k)
-    for ckpt in ckpts:
-        ckpt.close()
+        for k in alive:
+            summaries[k].update(summary_fields(status, step, spe, histories[k], backend, t.scan))
+            if status == "completed":
+                summaries[k]["test"] = evaluator(model_variables(_lane(state, k)), data.test)
+            if status == "interrupted":
+                summaries[k]["interrupted_by"] = stop.name
+            done.add(k)
 
 
 def _stacked_hyperparameters(exps: list[Experiment], setups: list, total_steps: int) -> dict:
@@ -408,21 +391,6 @@ def _lane(state: TrainState, k: int) -> TrainState:
 @jax.jit
 def _stack(states: list[TrainState]) -> TrainState:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-
-
-def _end_epoch(k: int, state: TrainState, sums: np.ndarray, epoch_done: float, step: int, data, evaluator: Evaluator,
-               run: Run, history: History, ckpt: Checkpointer, t: Any, periodic: bool) -> None:
-    own = _lane(state, k)
-    epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-    val = evaluator(model_variables(own), data.val) if data.val is not None else None
-    run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
-                     **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
-                     "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
-    history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
-    if periodic:
-        ckpt.save("last", step, own)
-    if history.best_step == step:
-        ckpt.save("best", step, own)
 
 
 def _fail(k: int, err: Exception, runs: list[Run], summaries: list[dict], done: set[int], t0: float) -> None:

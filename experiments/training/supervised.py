@@ -35,7 +35,12 @@ class SupervisedTrainerConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     log_every: int = 100  # steps per chunk: metrics reach the host once per chunk
-    scan: Optional[bool] = True  # run a chunk as one lax.scan program; None = SCAN_BY_DEFAULT
+    # Each full chunk as one lax.scan program. Measured (benchmarks/lenet5_layouts.py,
+    # lenet5_speed.py): on an H200, LeNet5 at batch 128 trained at 731k images/s scanned
+    # against 464k dispatched per step; on the 2-core CPU, 11.4k against 10.4k, and
+    # lstm_mnist 3.96k against 3.74k. Per-step dispatch only won for LeNet5 in the NHWC
+    # layout on CPU (3.2k against 1.8k: XLA-CPU's convolutions inside a loop body).
+    scan: Optional[bool] = True
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke runs)
     checkpoint_every: int = 1  # epochs between periodic checkpoints
     keep: int = 3  # periodic checkpoints kept
@@ -52,15 +57,8 @@ class SupervisedTrainerConfig:
             raise UserError(f"bad value for 'trainer.max_steps': {self.max_steps}; it must be >= 1 or null")
         if self.best_metric not in ("accuracy", "loss"):
             raise UserError(f"bad value for 'trainer.best_metric': '{self.best_metric}'; allowed values: accuracy, loss")
-
-
-# A chunk of steps runs as one lax.scan program unless `trainer.scan=false` (null, as in
-# configs saved before this default, means this). Measured (benchmarks/lenet5_layouts.py,
-# lenet5_speed.py): on an H200, LeNet5 at batch 128 trained at 731k images/s scanned against
-# 464k dispatched per step; on the 2-core CPU, 11.4k against 10.4k, and lstm_mnist 3.96k
-# against 3.74k. Per-step dispatch only won for LeNet5 in the NHWC layout on CPU (3.2k
-# against 1.8k: XLA-CPU's convolutions inside a loop body), no longer the default layout.
-SCAN_BY_DEFAULT = True
+        if self.scan is None:  # configs saved before scanning became the default on every backend
+            self.scan = True
 
 
 class TrainState(struct.PyTreeNode):
@@ -233,14 +231,13 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     setup = build_setup(exp)
     data = setup.dataset
     backend = jax.default_backend()
-    use_scan = SCAN_BY_DEFAULT if t.scan is None else t.scan
     total_steps = setup.steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
 
     train_step = make_train_step(setup.model, setup.tx, t.batch_size, jax.random.fold_in(setup.key, 2))
     step_fn = jax.jit(train_step, donate_argnums=0)
-    chunk_fn = jax.jit(make_chunk(train_step, t.log_every), donate_argnums=0) if use_scan else None
+    chunk_fn = jax.jit(make_chunk(train_step, t.log_every), donate_argnums=0) if t.scan else None
     evaluator = Evaluator(setup.model, t.eval_batch_size)
     with Checkpointer(run.checkpoint_dir, keep=t.keep) as ckpt:
         state = initial_state(setup)
@@ -273,49 +270,23 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
                     bad = int(state.first_bad_step)
                     if bad >= 0:
                         raise NonFiniteLossError(bad, float("nan"))
-                    loss, acc, seen = chunk_metrics(sums, prev_sums)
+                    loss, acc, ips = log_chunk(run, history, sums, prev_sums, elapsed, step,
+                                               epoch + i / setup.steps_per_epoch, float(setup.lr_schedule(step - 1)))
                     prev_sums = sums
-                    # the first chunk includes compilation, so it reports no throughput
-                    ips = seen / elapsed if history.first_chunk_s is not None else None
-                    if history.first_chunk_s is None:
-                        history.first_chunk_s = elapsed
-                    rec = {"step": step, "epoch": epoch + i / setup.steps_per_epoch, "split": "train",
-                           "loss": loss, "accuracy": acc, "lr": float(setup.lr_schedule(step - 1)),
-                           "images_per_s": ips, "time": time.time()}
-                    run.log_metrics(rec)
                     progress.update(epoch, i, loss, acc, ips)
                 if stop:
                     status = "interrupted"
                     ckpt.save("last", step, state)
                     break
                 # an epoch ends here, or a partial one when trainer.max_steps stops the run early
-                epoch_done = epoch + i / setup.steps_per_epoch
-                epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-                val = evaluator(model_variables(state), data.val) if data.val is not None else None
-                run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
-                                 **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
-                                 "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
-                history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, t.best_metric)
                 last_epoch = i < setup.steps_per_epoch or epoch + 1 == t.epochs or step >= total_steps
-                if (epoch + 1) % t.checkpoint_every == 0 or last_epoch:
-                    ckpt.save("last", step, state)
-                if history.best_step == step:
-                    ckpt.save("best", step, state)
+                val = end_epoch(state, sums, epoch + i / setup.steps_per_epoch, step, data, evaluator, run, history,
+                                ckpt, t.best_metric, periodic=last_epoch or (epoch + 1) % t.checkpoint_every == 0)
                 progress.end_epoch(epoch + 1, val)
                 if i < setup.steps_per_epoch:
                     break
 
-        result = {
-            "status": status,
-            "epochs_done": step / setup.steps_per_epoch,
-            "steps_done": step,
-            "steps_per_epoch": setup.steps_per_epoch,
-            "best": history.best(),
-            "final": {"val": history.last_val},
-            "backend": backend,
-            "scan": use_scan,
-            "first_chunk_s": history.first_chunk_s,
-        }
+        result = summary_fields(status, step, setup.steps_per_epoch, history, backend, t.scan)
         if status == "completed":
             result["test"] = evaluator(model_variables(state), data.test)
         if status == "interrupted":
@@ -341,6 +312,45 @@ def chunk_metrics(sums: np.ndarray, prev: np.ndarray) -> tuple[float, float, flo
     d = sums - prev
     seen = float(d[2])
     return float(d[0] / max(seen, 1)), float(d[1] / max(seen, 1)), seen
+
+
+def log_chunk(run: Run, history: History, sums: np.ndarray, prev: np.ndarray, elapsed: float, step: int,
+              epoch: float, lr: float) -> tuple[float, float, Optional[float]]:
+    """Append a chunk's train record to metrics.jsonl; returns its loss, accuracy and images/s."""
+    loss, acc, seen = chunk_metrics(sums, prev)
+    # the first chunk includes compilation, so it reports no throughput
+    ips = seen / elapsed if history.first_chunk_s is not None else None
+    if history.first_chunk_s is None:
+        history.first_chunk_s = elapsed
+    run.log_metrics({"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc, "lr": lr,
+                     "images_per_s": ips, "time": time.time()})
+    return loss, acc, ips
+
+
+def end_epoch(state: TrainState, sums: np.ndarray, epoch_done: float, step: int, data: Dataset,
+              evaluator: Evaluator, run: Run, history: History, ckpt: Checkpointer, best_metric: str,
+              periodic: bool) -> Optional[dict]:
+    """Validate, log the epoch, and save the `last` (if `periodic`) and `best` checkpoints.
+    Returns the validation metrics (None without a validation split)."""
+    epoch_loss, epoch_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+    val = evaluator(model_variables(state), data.val) if data.val is not None else None
+    run.log_metrics({"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
+                     **(val or {"loss": epoch_loss, "accuracy": epoch_acc}),
+                     "train_loss": epoch_loss, "train_accuracy": epoch_acc, "time": time.time()})
+    history.end_epoch(epoch_done, step, val or {"loss": epoch_loss, "accuracy": epoch_acc}, best_metric)
+    if periodic:
+        ckpt.save("last", step, state)
+    if history.best_step == step:
+        ckpt.save("best", step, state)
+    return val
+
+
+def summary_fields(status: str, step: int, steps_per_epoch: int, history: History, backend: str,
+                   scan: bool) -> dict:
+    """The summary.json fields of a supervised run (test metrics are added by the caller)."""
+    return {"status": status, "epochs_done": step / steps_per_epoch, "steps_done": step,
+            "steps_per_epoch": steps_per_epoch, "best": history.best(), "final": {"val": history.last_val},
+            "backend": backend, "scan": scan, "first_chunk_s": history.first_chunk_s}
 
 
 def _restore_for_resume(ckpt: Checkpointer, state: TrainState, run: Run) -> TrainState:
@@ -384,10 +394,7 @@ class History:
 def evaluate_run(exp: Experiment, run_dir, split: str = "test", which: str = "best") -> dict:
     """Rebuild the model from a run's config, restore a checkpoint, evaluate one split."""
     setup = build_setup(exp)
-    ckpt = Checkpointer(run_dir / "checkpoints")
-    try:
+    with Checkpointer(run_dir / "checkpoints") as ckpt:
         state, step = ckpt.restore(which, initial_state(setup))
-    finally:
-        ckpt.close()
     metrics = Evaluator(setup.model, exp.trainer.eval_batch_size)(model_variables(state), setup.dataset.split(split))
     return {"split": split, "checkpoint": which, "step": step, **metrics}
