@@ -115,7 +115,7 @@ def _fmt(v) -> str:
 def evaluate(run_dir: Path, which: str, split: str) -> int:
     from experiments.runner import load_experiment
     from experiments.runs import write_json_atomic
-    from experiments.training import LOOPS
+    from experiments.training import evaluate_experiment
 
     run_dir = run_dir.resolve()
     if not run_dir.is_dir():
@@ -123,7 +123,7 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
     exp = load_experiment(run_dir)  # first: a directory that is no run at all gets that message
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
-    metrics = LOOPS.get(exp.trainer.name).evaluate(exp, run_dir, split=split, which=which)
+    metrics = evaluate_experiment(exp, run_dir, split=split, which=which)
     write_json_atomic(run_dir / "eval.json", metrics)
     table = Table(title=f"eval {run_dir.name}")
     table.add_column("metric")
@@ -155,11 +155,14 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
 
 
 def list_all() -> int:
-    from experiments.config import OPTIMIZERS, SCHEDULES, config_dir, experiment_names
+    from rich.markup import escape
+
+    from experiments.config import config_dir, experiment_names
     from experiments.data import DATASETS
     from experiments.models import MODELS
-    from experiments.training import LOOPS
-    from rich.markup import escape
+    from experiments.objectives import OBJECTIVES
+    from experiments.optim import OPTIMIZERS, SCHEDULES
+    from experiments.training import TRAINERS
 
     table = Table(title="nnrun")
     table.add_column("kind")
@@ -168,15 +171,11 @@ def list_all() -> int:
     for name in experiment_names():
         table.add_row("experiment", name, _header_comment(config_dir() / f"{name}.yaml"))
     for name, entry in MODELS.items():
-        table.add_row("model", name, escape(f"[{entry.family}] {entry.description}"))  # [..] is rich markup
-    for name, entry in DATASETS.items():
-        table.add_row("dataset", name, entry.description.splitlines()[0] if entry.description else "")
-    for name in OPTIMIZERS:
-        table.add_row("optimizer", name, "")
-    for name in SCHEDULES:
-        table.add_row("schedule", name, "")
-    for name, entry in LOOPS.items():
-        table.add_row("trainer", name, entry.description)
+        table.add_row("model", name, escape(f"[{entry.trainer}] {entry.description}"))  # [..] is rich markup
+    for kind, registry in (("dataset", DATASETS), ("objective", OBJECTIVES), ("optimizer", OPTIMIZERS),
+                           ("schedule", SCHEDULES), ("trainer", TRAINERS)):
+        for name, entry in registry.items():
+            table.add_row(kind, name, entry.description.splitlines()[0] if entry.description else "")
     console.print(table)
     return 0
 

@@ -3,15 +3,29 @@
 Layout: <run>/checkpoints/last/<step>/ and <run>/checkpoints/best/<step>/. Saves are
 synchronous: the states here are small, and a checkpoint that is guaranteed on disk
 when save() returns is what SIGTERM handling and "keep the last good one" rely on.
+
+A save that fails (a full disk, a kill) never replaces a good checkpoint: orbax writes
+into <step>.orbax-checkpoint-tmp* and renames it when complete. The partial directory of
+a failed save is removed at once (it holds the space the run needs), and any left by a
+process that was killed is removed before the next save. A full disk becomes one line
+(runs.DiskFullError): the device, the last good checkpoint, and the resume command.
 """
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import orbax.checkpoint as ocp
 
 from experiments.errors import UserError
+from experiments.runs import disk_full_error, is_disk_full
+
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint being written
+log = logging.getLogger("nnrun")
 
 
 class Checkpointer:
@@ -19,6 +33,7 @@ class Checkpointer:
         self.dir = Path(checkpoint_dir).resolve()
         self._keep = keep
         self._managers: dict[str, ocp.CheckpointManager] = {}
+        self._swept: set[str] = set()  # `which` whose leftovers of killed saves were removed
 
     def _manager(self, which: str, create: bool = True) -> ocp.CheckpointManager:
         if which not in self._managers:
@@ -40,8 +55,32 @@ class Checkpointer:
         manager = self._manager(which)
         if step in manager.all_steps():
             return  # already saved at this step (e.g. an interrupt right after a periodic save)
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
-        manager.wait_until_finished()
+        if which not in self._swept:  # partial saves of a process killed while writing
+            self._swept.add(which)
+            self.remove_partial(which)
+        _quiet_closed_loop_noise()  # installed before: a failed save's stragglers print right away
+        try:
+            manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            manager.wait_until_finished()
+        except BaseException as err:
+            removed = self.remove_partial(which)
+            if is_disk_full(err):
+                log.error("checkpoint %s/%s not written (no space left); removed the partial %s", which, step,
+                          ", ".join(p.name for p in removed) or "nothing")
+                raise disk_full_error(self.dir / which / str(step), run_dir=self.dir.parent) from err
+            raise
+
+    def remove_partial(self, which: str) -> list[Path]:
+        """Delete the unfinished checkpoint directories (<step>.orbax-checkpoint-tmp*) of
+        `which`; they are never read back. Returns what was removed."""
+        root = self.dir / which
+        removed = []
+        if root.is_dir():
+            for path in root.iterdir():
+                if TMP_MARK in path.name:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        return removed
 
     def latest_step(self, which: str = "last") -> Optional[int]:
         if not (self.dir / which).is_dir():
@@ -71,3 +110,29 @@ class Checkpointer:
         for manager in self._managers.values():
             manager.close()
         self._managers.clear()
+
+
+_quiet_lock = threading.Lock()
+_quiet_installed = False
+
+
+def _quiet_closed_loop_noise() -> None:
+    """After a failed orbax save, the save's other pending writes complete on an event loop
+    that has already closed, and each prints a 'RuntimeError: Event loop is closed'
+    traceback through sys.unraisablehook: noise after the real error, which the user gets
+    in one line. Drop exactly those; everything else goes to the previous hook."""
+    global _quiet_installed
+    with _quiet_lock:
+        if _quiet_installed:
+            return
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            exc = unraisable.exc_value
+            if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+                log.debug("ignored after a failed checkpoint save: %s", exc)
+                return
+            previous(unraisable)
+
+        sys.unraisablehook = hook
+        _quiet_installed = True

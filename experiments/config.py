@@ -1,7 +1,8 @@
 """Typed config schemas and validation of a composed Hydra config.
 
 Hydra composes YAML into a DictConfig; `validate()` checks every group against the
-dataclass schema registered for the chosen model, dataset, optimizer, schedule and loop,
+dataclass schema registered for the chosen model, dataset, objective, optimizer, schedule
+and trainer,
 so that an unknown key or a wrong type fails before any work with a message naming it.
 """
 from __future__ import annotations
@@ -15,31 +16,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from experiments.errors import UserError
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
-TOP_LEVEL_KEYS = ("seed", "model", "data", "optim", "schedule", "trainer", "resume")
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adam"  # one of OPTIMIZERS
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd with momentum; ignored by adam/adamw
-    nesterov: bool = False
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0  # decoupled for adamw, L2 added to the gradient otherwise
-    clip_norm: Optional[float] = None  # clip gradients to this global norm
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "constant"  # one of SCHEDULES
-    warmup_epochs: float = 0.0  # linear warmup from 0 (warmup_cosine)
-    final_lr_frac: float = 0.0  # cosine decays to lr * final_lr_frac
-    step_epochs: list[int] = field(default_factory=list)  # step: multiply lr by decay at these epochs
-    decay: float = 0.1
+BASE_KEYS = ("seed", "model", "data", "objective", "trainer", "resume")
 
 
 def config_dir() -> Path:
@@ -76,11 +53,6 @@ def _typed(group: str, schema: type, node: Any) -> Any:
         raise UserError(f"invalid config in '{group}': {str(err).splitlines()[0]}") from err
 
 
-def _check_choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
-    if value not in allowed:
-        raise UserError(f"bad value for '{key}': '{value}'; allowed values: {', '.join(allowed)}")
-
-
 @dataclass
 class Experiment:
     """A validated experiment: one typed object per config group."""
@@ -89,68 +61,80 @@ class Experiment:
     model: Any
     data: Any
     trainer: Any
-    optim: Optional[OptimConfig]
-    schedule: Optional[ScheduleConfig]
+    optim: Optional[Any] = None  # the first optimizer group (`optim`), None for trainers without one
+    schedule: Optional[Any] = None
+    objective: Optional[Any] = None  # None for trainers that follow no loss (Hebbian)
     resume: Optional[str] = None
     raw: Optional[DictConfig] = None  # the resolved config as composed, for saving
-
-    @property
-    def family(self) -> str:
-        from experiments.models import MODELS
-
-        return MODELS.get(self.model.name).family
+    optims: dict = field(default_factory=dict)  # every optimizer group by name (two for adversarial trainers)
 
 
 def validate(cfg: DictConfig) -> Experiment:
     """Check a composed config against the schemas; return the typed experiment."""
     from experiments.data import DATASETS
+    from experiments.data.augment import check_augment
     from experiments.models import MODELS
-    from experiments.training import LOOPS
+    from experiments.objectives import OBJECTIVES
+    from experiments.optim import OPTIMIZERS, SCHEDULES
+    from experiments.training import TRAINERS
+    from experiments.writers import check_writers
 
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise UserError(f"config interpolation failed: {str(err).splitlines()[0]}") from err
-    unknown = [k for k in cfg.keys() if k not in TOP_LEVEL_KEYS]
-    if unknown:
-        raise UserError(f"unknown config key '{unknown[0]}'; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
     for required in ("model", "data", "trainer"):
         if cfg.get(required) is None:
             raise UserError(f"config has no '{required}' group; pick one with {required}=<name> (see `nnrun list`)")
 
-    def entry(registry, group):
-        name = cfg[group].get("name")
+    def entry(registry, group, node=None):
+        node = cfg[group] if node is None else node
+        name = node.get("name") if isinstance(node, DictConfig) else None
         if name is None:
             raise UserError(f"'{group}.name' is missing; pick one of: {', '.join(registry.names())}")
         return registry.get(str(name))
 
+    trainer_entry = entry(TRAINERS, "trainer")
+    allowed_top = (*BASE_KEYS, *trainer_entry.optim_groups, *(("schedule",) if trainer_entry.uses_optimizer else ()))
+    unknown = [k for k in cfg.keys() if k not in (*BASE_KEYS, "optim", "schedule") and k not in allowed_top]
+    if unknown:
+        raise UserError(f"unknown config key '{unknown[0]}'; allowed top-level keys: {', '.join(allowed_top)}")
     model = _typed("model", entry(MODELS, "model").schema, cfg.model)
     data = _typed("data", entry(DATASETS, "data").schema, cfg.data)
-    loop = entry(LOOPS, "trainer")
-    trainer = _typed("trainer", loop.schema, cfg.trainer)
-    family = MODELS.get(model.name).family
-    if family != trainer.name:
-        raise UserError(
-            f"model '{model.name}' is trained by the '{family}' loop, not '{trainer.name}'; set trainer={family}"
-        )
-    optim = schedule = None
-    if loop.uses_optimizer:
-        optim = _typed("optim", OptimConfig, cfg.get("optim") or OmegaConf.create({}))
-        schedule = _typed("schedule", ScheduleConfig, cfg.get("schedule") or OmegaConf.create({}))
-        _check_choice("optim.name", optim.name, OPTIMIZERS)
-        _check_choice("schedule.name", schedule.name, SCHEDULES)
-        if optim.lr <= 0:
-            raise UserError(f"bad value for 'optim.lr': {optim.lr}; it must be > 0")
+    trainer = _typed("trainer", trainer_entry.schema, cfg.trainer)
+    trainer.name = TRAINERS.canonical(trainer.name)
+    wanted = MODELS.get(model.name).trainer
+    if wanted != trainer.name:
+        raise UserError(f"model '{model.name}' is trained by the '{wanted}' trainer, not '{trainer.name}'; "
+                        f"set trainer={wanted}")
+    check_augment(list(data.augment))
+    check_writers(list(getattr(trainer, "writers", [])))
+    optims: dict[str, Any] = {}
+    schedule = objective = None
+    if trainer_entry.uses_optimizer:
+        for group in trainer_entry.optim_groups:
+            node = cfg.get(group) or OmegaConf.create({"name": "adam"})
+            optims[group] = _typed(group, entry(OPTIMIZERS, group, node).schema, node)
+        node = cfg.get("schedule") or OmegaConf.create({"name": "constant"})
+        schedule = _typed("schedule", entry(SCHEDULES, "schedule", node).schema, node)
+        # configs saved before objectives were chosen in config were all classifiers
+        node = cfg.get("objective") or OmegaConf.create({"name": "classification"})
+        objective = _typed("objective", entry(OBJECTIVES, "objective", node).schema, node)
     else:  # e.g. `optim.lr=0.1` on a Hopfield experiment: refuse rather than silently ignore it
-        for group in ("optim", "schedule"):
+        for group in ("optim", "schedule", "objective"):
             node = cfg.get(group)
             if node is not None:
                 keys = list(node.keys()) if isinstance(node, DictConfig) else []
                 key = f"{group}.{keys[0]}" if keys else group
                 raise UserError(f"config key '{key}' does not apply: the '{trainer.name}' trainer uses no "
-                                f"optimizer or schedule; drop the {group} override")
+                                f"optimizer, schedule or objective; drop the {group} override")
+    if getattr(trainer, "best_metric", None) and objective is not None:
+        from experiments.objectives import build_objective
+
+        build_objective(objective).metric(trainer.best_metric)  # fails with the declared metrics
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int):
         raise UserError(f"bad value for 'seed': {seed!r}; it must be an integer")
-    return Experiment(seed, model, data, trainer, optim, schedule, cfg.get("resume"), cfg)
+    return Experiment(seed, model, data, trainer, optims.get("optim"), schedule, objective, cfg.get("resume"), cfg,
+                      optims)

@@ -35,10 +35,24 @@ def check_experiment(conf: Optional[str]) -> str:
     return conf
 
 
+def register_schemas() -> None:
+    """Every registered schema into Hydra's ConfigStore as `schema/<group>/<name>`.
+
+    Each group YAML starts with `defaults: [/schema/<group>/<name>@_here_, _self_]`, so the
+    composed node holds every schema key with its one default (the dataclass), a key the
+    YAML leaves out is still a legal override, and an unknown key or a wrong type fails
+    inside Hydra, before anything runs."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, registry in _registries().items():
+        for name, entry in registry.items():
+            store.store(group=f"schema/{group}", name=name, node=entry.schema)
+
+
 def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
-    """The composed config including the `hydra` node, and the overrides as Hydra
-    accepted them (schema keys missing from the YAML turned into `+key=value`);
-    or a UserError naming the problem."""
+    """The composed config including the `hydra` node, and the overrides; or a
+    UserError naming the problem."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -46,53 +60,35 @@ def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
+    register_schemas()
     check_experiment(conf)
     overrides = list(overrides)
-    for _ in range(len(overrides) + 1):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun"):
+            return hydra_compose(config_name=conf, overrides=overrides, return_hydra_config=True), overrides
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise UserError(_override_error(err, overrides)) from err
+    finally:
         GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun"):
-                return hydra_compose(config_name=conf, overrides=overrides, return_hydra_config=True), overrides
-        except (HydraException, OmegaConfBaseException, ValueError) as err:
-            retried = _as_schema_addition(err, overrides)
-            if retried is None:
-                raise UserError(_override_error(err, overrides)) from err
-            overrides = retried
-        finally:
-            GlobalHydra.instance().clear()
-    raise AssertionError("unreachable")
-
-
-def _as_schema_addition(err: Exception, overrides: list[str]) -> Optional[list[str]]:
-    """A key that the YAML leaves out but the schema defines (e.g. data.train_subset) is
-    a legal override: retry it as Hydra's `+key=value`. The schema check comes later."""
-    m = re.search(r"Could not override '([^']+)'", " ".join(str(err).split()))
-    if not m or "." not in m.group(1):
-        return None
-    group, field = m.group(1).split(".", 1)
-    if "." in field or field not in _schema_fields(group):
-        return None
-    return [f"+{o}" if o.split("=", 1)[0] == m.group(1) else o for o in overrides]
 
 
 def _schema_fields(group: str) -> set[str]:
     from dataclasses import fields
 
-    from experiments.config import OptimConfig, ScheduleConfig
-
-    registries = _registries()
-    if group in registries:
-        return {f.name for _, entry in registries[group].items() for f in fields(entry.schema)}
-    schema = {"optim": OptimConfig, "schedule": ScheduleConfig}.get(group)
-    return {f.name for f in fields(schema)} if schema else set()
+    registry = _registries().get(group)
+    return {f.name for _, entry in registry.items() for f in fields(entry.schema)} if registry else set()
 
 
 def _registries() -> dict:
     from experiments.data import DATASETS
     from experiments.models import MODELS
-    from experiments.training import LOOPS
+    from experiments.objectives import OBJECTIVES
+    from experiments.optim import OPTIMIZERS, SCHEDULES
+    from experiments.training import TRAINERS
 
-    return {"model": MODELS, "data": DATASETS, "trainer": LOOPS}
+    return {"model": MODELS, "data": DATASETS, "trainer": TRAINERS, "objective": OBJECTIVES,
+            "optim": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 def _override_error(err: Exception, overrides: list[str]) -> str:
@@ -111,6 +107,11 @@ def _override_error(err: Exception, overrides: list[str]) -> str:
         options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) if (config_dir() / group).is_dir() else []
         hint = f"; available: {', '.join(options)}" if options else ""
         return f"unknown config choice '{m.group(1)}'{hint}"
+    cause = " ".join(str(err.__cause__ or "").split())
+    m = re.search(r"Error merging override (\S+)", text)
+    if m and cause:  # a value of the wrong type for a schema key, e.g. trainer.epochs=abc
+        detail = re.sub(r"\s*full_key:.*", "", cause)
+        return f"bad value in override '{m.group(1)}': {detail}"
     return f"bad override: {text[:300]}"
 
 
@@ -138,6 +139,7 @@ def launch(conf: str, overrides: list[str], task: Callable[[DictConfig], Any], m
     from hydra.core.global_hydra import GlobalHydra
 
     _register_resolvers()
+    register_schemas()
     GlobalHydra.instance().clear()
     entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=conf)(task)
     argv = sys.argv

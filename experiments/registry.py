@@ -17,8 +17,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of entries with a helpful error for unknown names."""
 
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str, package: str, aliases: dict[str, str] | None = None):
         self.kind, self.package = kind, package
+        self.aliases = dict(aliases or {})  # old names still found (configs saved by earlier versions)
         self._entries: dict[str, T] = {}
         self._discovered = False
 
@@ -45,8 +46,12 @@ class Registry(Generic[T]):
         self.discover()
         return sorted(self._entries)
 
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
     def get(self, name: str) -> T:
         self.discover()
+        name = self.canonical(name)
         if name not in self._entries:
             raise UserError(
                 f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}"

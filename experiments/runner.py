@@ -1,7 +1,7 @@
 """Runs one experiment in one run directory, with all failure handling in one place.
 
 `run_experiment` is what Hydra's task function calls: it validates the config, writes
-the resolved config, dispatches to the model family's loop, and always leaves a
+the resolved config, dispatches to the experiment's trainer, and always leaves a
 summary.json (completed, interrupted or failed with its error).
 """
 from __future__ import annotations
@@ -44,14 +44,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
     write_text_atomic(run.dir / CONFIG, saved)
     run.write_summary({**base, "status": "running"})
     t0 = time.perf_counter()
-    from experiments.training import LOOPS
+    from experiments.training import train_experiment
 
-    loop = LOOPS.get(exp.trainer.name)
     log.info("run %s: %s in %s", name, exp.model.name, run.dir)
     summary: dict[str, Any] = dict(base)
     try:
         with StopRequest() as stop:
-            result = loop.train(exp, run, stop)
+            result = train_experiment(exp, run, stop)
         summary.update(result)
     except BaseException as err:  # noqa: BLE001 - recorded, then re-raised
         summary.update(status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
@@ -94,7 +93,3 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 def load_experiment(run_dir: Path) -> Experiment:
     return validate(load_run_config(run_dir))
-
-
-def describe_failure(summary: Optional[dict]) -> str:
-    return (summary or {}).get("error", "unknown error")

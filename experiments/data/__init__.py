@@ -1,8 +1,14 @@
-"""Datasets: a registry of loaders that return in-memory arrays.
+"""Datasets: a registry of loaders that return in-memory splits of named arrays.
 
 Adding a dataset = one module in this package that calls `register_dataset`, plus one
-YAML file in `conf/data/`. Loaders return numpy arrays; moving them to the device is the
-training loop's job.
+YAML file in `conf/data/`. Loaders return numpy arrays; moving them to the device and
+cutting batches there is the training driver's job (experiments/training/driver.py).
+
+A batch is a dict of arrays. Two kinds of split produce them:
+- `Split`: examples stored one per row (`x`, and `y` or any other named target).
+- `Windows`: one long sequence; example i is the window starting at i*stride (plus a
+  random phase each epoch), cut on the device when the batch is gathered, so that no
+  window is ever materialised on the host.
 """
 from __future__ import annotations
 
@@ -23,15 +29,110 @@ class DataConfig:
     val_size: int = 5000  # carved from the end of the training set; 0 = no validation split
     train_subset: Optional[int] = None  # keep only the first N training examples (tests, smoke runs)
     test_subset: Optional[int] = None  # keep only the first N test examples
+    # on-device augmentation of training batches, in order: [{name: random_crop, padding: 4}, {name: flip_lr}]
+    augment: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
 class Split:
-    x: np.ndarray  # float32 inputs
-    y: np.ndarray  # int32 labels (or, for pattern datasets, the clean patterns)
+    """Examples stored one per row: `x` (inputs) and any named targets (`y`, masks, ...)."""
+
+    def __init__(self, x: np.ndarray, y: Optional[np.ndarray] = None, **arrays: np.ndarray):
+        self.arrays: dict[str, np.ndarray] = {"x": x, **({"y": y} if y is not None else {}), **arrays}
+        n = {len(a) for a in self.arrays.values()}
+        if len(n) != 1:
+            raise ValueError(f"split arrays differ in length: { {k: len(a) for k, a in self.arrays.items()} }")
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.arrays["x"]
+
+    @property
+    def y(self) -> Optional[np.ndarray]:
+        return self.arrays.get("y")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    # -- what the driver uses: arrays to place on the device, and a pure gather of a batch
+    def device_arrays(self) -> dict[str, np.ndarray]:
+        return self.arrays
+
+    def gather(self, arrays: dict, idx, phase=0) -> dict:
+        """The batch of examples `idx` (traceable: runs inside the jitted step)."""
+        return {k: a[idx] for k, a in arrays.items()}
+
+    def epoch_phase(self, key) -> Any:
+        return 0
+
+    def sample(self, n: int = 2) -> dict[str, np.ndarray]:
+        """The first `n` examples as a host batch: shapes and dtypes to initialise a model from."""
+        return {k: a[:n] for k, a in self.arrays.items()}
+
+
+class Windows(Split):
+    """Windows of one long sequence `series` (time first), cut when a batch is gathered.
+
+    Example i starts at i*stride + phase, where the phase is drawn each training epoch
+    in [0, stride) (0 when evaluating), so over epochs every offset is seen. Its input `x`
+    is `length` steps; its target `y` is the step after the window (`target="next"`,
+    a single prediction at the end) or the window shifted by one (`target="shifted"`,
+    a prediction at every step, as in language modelling).
+    """
+
+    def __init__(self, series: np.ndarray, length: int, stride: int = 1, target: str = "next"):
+        if target not in ("next", "shifted"):
+            raise ValueError(f"unknown window target {target!r}")
+        self.series, self.length, self.stride, self.target = series, int(length), int(stride), target
+        # the last window and its one-step-later target must fit even at the largest phase
+        self.count = max(0, (len(series) - self.length) // self.stride)
+        if self.count < 1:
+            from experiments.errors import UserError
+
+            raise UserError(f"a sequence of {len(series)} steps is too short for windows of {length} (+1 target); "
+                            "use shorter windows or more data")
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return self.sample(len(self))
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.arrays["x"]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.arrays["y"]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def device_arrays(self) -> dict[str, np.ndarray]:
+        return {"series": self.series}
+
+    def gather(self, arrays: dict, idx, phase=0) -> dict:
+        import jax
+        import jax.numpy as jnp
+
+        series = arrays["series"]
+        starts = jnp.asarray(idx) * self.stride + phase
+        x = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(series, s, self.length))(starts)
+        if self.target == "next":
+            y = jnp.take(series, starts + self.length, axis=0)
+        else:
+            y = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(series, s + 1, self.length))(starts)
+        return {"x": x, "y": y}
+
+    def epoch_phase(self, key) -> Any:
+        import jax
+
+        return jax.random.randint(key, (), 0, self.stride) if self.stride > 1 else 0
+
+    def sample(self, n: int = 2) -> dict[str, np.ndarray]:
+        starts = np.arange(min(n, len(self))) * self.stride
+        offsets = np.arange(self.length)
+        x = self.series[starts[:, None] + offsets]
+        y = self.series[starts + self.length] if self.target == "next" else self.series[starts[:, None] + offsets + 1]
+        return {"x": x, "y": y}
 
 
 @dataclass
@@ -40,19 +141,21 @@ class Dataset:
     train: Split
     val: Optional[Split]
     test: Split
-    num_classes: int
+    num_classes: Optional[int] = None  # None for datasets without classes (regression, reconstruction)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        return tuple(self.train.sample(1)["x"].shape[1:])
 
     def split(self, name: str) -> Split:
         from experiments.errors import UserError
 
-        chosen = {"train": self.train, "val": self.val, "test": self.test}.get(name)
+        if name not in ("train", "val", "test"):
+            raise UserError(f"unknown split '{name}'; use train, val or test")
+        chosen = {"train": self.train, "val": self.val, "test": self.test}[name]
         if chosen is None:
-            raise UserError(f"dataset '{self.name}' has no split '{name}'; use train, val or test")
+            raise UserError(f"dataset '{self.name}' has no '{name}' split (data.val_size=0?); use train or test")
         return chosen
 
 
@@ -76,7 +179,7 @@ def register_dataset(name: str, schema: type = DataConfig, description: str = ""
     return decorator
 
 
-def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split, Optional[Split]]:
+def carve_validation(x: np.ndarray, y: Optional[np.ndarray], val_size: int) -> tuple[Split, Optional[Split]]:
     """Split the last `val_size` training examples off as a validation set (deterministic)."""
     if val_size <= 0:
         return Split(x, y), None
@@ -86,7 +189,9 @@ def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split
         raise UserError(
             f"data.val_size={val_size} leaves no training data ({len(x)} examples); choose a smaller data.val_size"
         )
-    return Split(x[:-val_size], y[:-val_size]), Split(x[-val_size:], y[-val_size:])
+    cut = lambda a: (a[:-val_size], a[-val_size:]) if a is not None else (None, None)  # noqa: E731
+    (xt, xv), (yt, yv) = cut(x), cut(y)
+    return Split(xt, yt), Split(xv, yv)
 
 
 def load_dataset(cfg: Any) -> Dataset:

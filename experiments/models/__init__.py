@@ -1,13 +1,14 @@
 """Models: a registry of builders. Adding a model = one module here + one YAML in conf/model/.
 
-A builder takes the model's validated config and facts about the data (input shape,
-number of classes) and returns the model object its training loop expects: a Flax
-module for gradient-trained models, a plain pure-function bundle for energy models.
+A builder takes the model's validated config and facts about the data (input shape and
+dtype, target shape, number of classes) and returns the model object its trainer
+expects: a Flax module for gradient-trained models, a plain pure-function bundle for
+energy models.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from experiments.registry import Registry
 
@@ -22,25 +23,35 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataInfo:
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: Optional[int] = None  # None for data without classes
+    input_dtype: str = "float32"
+    target_shape: tuple[int, ...] = ()  # one example's target `y` (() for a label or a scalar)
+
+    @property
+    def output_size(self) -> int:
+        """Values a model predicts per example when its outputs are the target's shape."""
+        size = 1
+        for d in self.target_shape:
+            size *= d
+        return size
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     schema: type
     build: Callable[[Any, DataInfo], Any]
-    family: str  # which training loop drives it: "supervised" or "hopfield"
+    trainer: str  # the trainer that trains it: "gradient" or "hebbian"
     description: str
 
 
 MODELS: Registry[ModelEntry] = Registry("model", __name__)
 
 
-def register_model(name: str, schema: type, family: str = "supervised", description: str = ""):
+def register_model(name: str, schema: type, trainer: str = "gradient", description: str = ""):
     """Decorator for a builder `(cfg, DataInfo) -> model`."""
 
     def decorator(build: Callable[[Any, DataInfo], Any]):
-        MODELS.register(name)(ModelEntry(schema, build, family, description or (build.__doc__ or "").strip()))
+        MODELS.register(name)(ModelEntry(schema, build, trainer, description or (build.__doc__ or "").strip()))
         return build
 
     return decorator
@@ -48,3 +59,11 @@ def register_model(name: str, schema: type, family: str = "supervised", descript
 
 def build_model(cfg: Any, info: DataInfo) -> Any:
     return MODELS.get(cfg.name).build(cfg, info)
+
+
+def data_info(dataset: Any) -> DataInfo:
+    """What a builder may know about a dataset, read from a real batch."""
+    sample = dataset.train.sample(1)
+    y = sample.get("y")
+    return DataInfo(tuple(sample["x"].shape[1:]), dataset.num_classes, str(sample["x"].dtype),
+                    tuple(y.shape[1:]) if y is not None else ())

@@ -340,7 +340,7 @@ class HopfieldModel:
         )
 
 
-@register_model("hopfield", schema=HopfieldConfig, family="hopfield")
+@register_model("hopfield", schema=HopfieldConfig, trainer="hebbian")
 def build_hopfield(cfg: HopfieldConfig, info: DataInfo) -> HopfieldModel:
     """Binary Hopfield network with Hebbian storage; recall by async or sync updates."""
     check_mode(cfg.update)

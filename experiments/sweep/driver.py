@@ -98,7 +98,8 @@ def _validate(spec: SweepSpec, trials: list[Trial]) -> tuple[Path, list[str]]:
     for t in trials:
         try:
             cfg, _ = hb.compose(spec.conf, [*t.overrides, *spec.hydra])
-            validate(hb.task_config(cfg))
+            exp = validate(hb.task_config(cfg))
+            spec_mod.resolve_metrics(spec, exp)
         except UserError as err:
             swept = " ".join(o for o in t.overrides if o not in spec.fixed)
             raise UserError(f"trial {t.id} ({swept}): {err}") from err
@@ -136,7 +137,8 @@ def _refresh(state: SweepState, record: dict) -> None:
     """A trial's status as its run directory tells it (sweep.json may be stale)."""
     run_dir = state.dir / record["id"]
     if (run_dir / SUMMARY).is_file():
-        record.update(outcome(run_dir, state.spec.metric, None, state.dir / LOGS / f"{record['id']}.log"))
+        record.update(outcome(run_dir, state.spec.metric, None, state.dir / LOGS / f"{record['id']}.log",
+                                      test_metric=state.spec.test_metric))
     elif run_dir.exists():
         record.update(status="failed", metric=None, error=record.get("error") or "no summary.json")
     else:
@@ -211,7 +213,7 @@ def _run(state: SweepState, todo: Todo, jobs: int, vectorize: bool, force: bool)
 
     def on_done(job: local.Job, code: int) -> None:
         record = state.record(job.trial.id)
-        record.update(outcome(job.run_dir, spec.metric, code, job.log), exit_code=code)
+        record.update(outcome(job.run_dir, spec.metric, code, job.log, test_metric=spec.test_metric), exit_code=code)
         if study and record["status"] != "interrupted":
             study.tell(record["optuna_number"], record["metric"])
         state.save()
@@ -245,7 +247,7 @@ def _run_vectorized(state: SweepState, todo: Todo, force: bool) -> tuple[bool, T
             error = f"vectorized group failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         for t in group:
             record = state.record(t.id)
-            record.update(outcome(state.dir / t.id, state.spec.metric))
+            record.update(outcome(state.dir / t.id, state.spec.metric, test_metric=state.spec.test_metric))
             if error and record["status"] != "completed":
                 record["error"] = error
             interrupted = interrupted or record["status"] == "interrupted"  # it caught the signal itself
@@ -278,7 +280,7 @@ def _run_launcher(state: SweepState, trials: list[Trial]) -> bool:
     finally:  # a launcher that fails still leaves the trials that finished
         for t in trials:
             record = state.record(t.id)
-            record.update(outcome(state.dir / t.id, state.spec.metric))
+            record.update(outcome(state.dir / t.id, state.spec.metric, test_metric=state.spec.test_metric))
             _say_done(state, record)
         state.save()
     return interrupted

@@ -65,7 +65,7 @@ class SweepState:
 
     def add(self, trial: Trial, **extra: Any) -> dict:
         record = {"id": trial.id, "overrides": trial.overrides, "params": trial.params, "status": "pending",
-                  "metric": None, "test_accuracy": None, "wall_time_s": None, "run_dir": str(self.dir / trial.id),
+                  "metric": None, "test_metric": None, "wall_time_s": None, "run_dir": str(self.dir / trial.id),
                   "error": None, "previous_dirs": [], **extra}
         self.records.append(record)
         return record
@@ -93,8 +93,9 @@ class SweepState:
         for r in self.records:
             row = {"id": r["id"], **{p.name: _cell(r["params"].get(p.name)) for p in self.spec.params},
                    "status": r["status"], metric: r["metric"]}
-            if metric != "test.accuracy":
-                row["test.accuracy"] = r["test_accuracy"]
+            test = self.spec.test_metric
+            if test and test != metric:
+                row[test] = r.get("test_metric")
             rows.append({**row, "wall_time_s": r["wall_time_s"], "run_dir": r["run_dir"], "error": r["error"] or ""})
         return rows
 
@@ -108,8 +109,9 @@ class SweepState:
 # ---------------------------------------------------------------------------- one trial's outcome
 
 
-def outcome(run_dir: Path, metric: str, exit_code: Optional[int] = None, log: Optional[Path] = None) -> dict:
-    """status, metric, test_accuracy, wall_time_s and error of a finished (or vanished) trial."""
+def outcome(run_dir: Path, metric: str, exit_code: Optional[int] = None, log: Optional[Path] = None,
+            test_metric: Optional[str] = None) -> dict:
+    """status, metric, test_metric, wall_time_s and error of a finished (or vanished) trial."""
     summary = read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).is_file() else None
     status, error = (summary or {}).get("status", "failed"), (summary or {}).get("error")
     if summary is None or status not in ("completed", "interrupted", "failed"):  # "running": it died mid-run
@@ -117,12 +119,13 @@ def outcome(run_dir: Path, metric: str, exit_code: Optional[int] = None, log: Op
         status = "interrupted" if killed else "failed"
         error = _exit_error(exit_code, log, "left no summary.json" if summary is None else "stopped without finishing")
     if summary is None:
-        return {"status": status, "metric": None, "test_accuracy": None, "wall_time_s": None, "error": error}
+        return {"status": status, "metric": None, "test_metric": None, "wall_time_s": None, "error": error}
     value = _number(dig(summary, metric))
     if status == "completed" and value is None:
         error = f"no finite '{metric}' in summary.json"
     return {"status": status, "metric": value if status == "completed" else None,
-            "test_accuracy": _number(dig(summary, "test.accuracy")), "wall_time_s": summary.get("wall_time_s"),
+            "test_metric": _number(dig(summary, test_metric)) if test_metric else None,
+            "wall_time_s": summary.get("wall_time_s"),
             "error": error}
 
 
@@ -220,12 +223,14 @@ def results_table(state: SweepState) -> Any:
 
     table = Table(title=f"sweep {state.dir.name}: {state.spec.metric} ({state.spec.direction})")
     names = [p.name for p in state.spec.params]
-    for c in ["trial", *names, "status", state.spec.metric, "test.accuracy", "wall s", "error"]:
-        table.add_column(c, justify="right" if c in ("wall s", "test.accuracy", state.spec.metric) else "left",
+    test = state.spec.test_metric if state.spec.test_metric != state.spec.metric else None
+    for c in ["trial", *names, "status", state.spec.metric, *([test] if test else []), "wall s", "error"]:
+        table.add_column(c, justify="right" if c in ("wall s", test, state.spec.metric) else "left",
                          overflow="fold")
     for r in state.ranked():
         table.add_row(*map(Text, [r["id"], *(str(_cell(r["params"].get(n))) for n in names), r["status"],
-                                  _fmt(r["metric"]), _fmt(r["test_accuracy"]), _fmt(r["wall_time_s"], 1),
+                                  _fmt(r["metric"]), *([_fmt(r.get("test_metric"))] if test else []),
+                                  _fmt(r["wall_time_s"], 1),
                                   (r["error"] or "")[:100]]))
     return table
 

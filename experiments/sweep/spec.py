@@ -69,8 +69,9 @@ class SweepSpec:
     fixed: list[str]  # overrides every trial gets
     params: list[Param]
     search: str = "grid"
-    metric: str = "best.accuracy"  # dotted path into each trial's summary.json
-    direction: str = "max"
+    metric: Optional[str] = None  # dotted path into each trial's summary.json; None: the experiment's declared one
+    direction: Optional[str] = None  # max | min; None: the metric's declared direction
+    test_metric: Optional[str] = None  # the test number shown beside it (set from the experiment)
     budget: Optional[int] = None  # trials in all, for random and optuna
     seed: int = 0  # seed of the search itself (random sampling, Optuna's sampler)
     vectorize: bool = False
@@ -227,10 +228,11 @@ def settings(data: dict, cli: dict[str, Any]) -> dict[str, Any]:
     out.update(cli)
     if out.get("search", "grid") not in SEARCHES:
         raise UserError(f"bad sweep search '{out['search']}'; one of: {', '.join(SEARCHES)}")
-    direction = str(out.get("direction", "max")).lower()
-    if direction not in DIRECTIONS:
-        raise UserError(f"bad sweep direction '{out['direction']}'; use max or min")
-    out["direction"] = DIRECTIONS[direction]
+    if out.get("direction") is not None:
+        direction = str(out["direction"]).lower()
+        if direction not in DIRECTIONS:
+            raise UserError(f"bad sweep direction '{out['direction']}'; use max or min")
+        out["direction"] = DIRECTIONS[direction]
     for key in ("budget", "seed", "startup_trials"):
         if key in out and out[key] is not None and (not isinstance(out[key], int) or isinstance(out[key], bool)):
             raise UserError(f"bad value for 'sweep.{key}': {out[key]!r}; it must be an integer")
@@ -239,7 +241,7 @@ def settings(data: dict, cli: dict[str, Any]) -> dict[str, Any]:
     if out.get("budget") is not None and out["budget"] < 1:
         raise UserError(f"bad value for 'sweep.budget': {out['budget']}; it must be >= 1")
     if "metric" in out and (not isinstance(out["metric"], str) or not out["metric"]):
-        raise UserError("bad value for 'sweep.metric': give a dotted path into summary.json, e.g. best.accuracy")
+        raise UserError("bad value for 'sweep.metric': give a dotted path into summary.json, e.g. best.loss")
     return out
 
 
@@ -319,3 +321,17 @@ def grid(spec: SweepSpec) -> list[Trial]:
     combos = list(itertools.product(*[p.values for p in spec.params]))
     return [make_trial(spec, i, len(combos), {p.name: v for p, v in zip(spec.params, combo)})
             for i, combo in enumerate(combos)]
+
+
+def resolve_metrics(spec: SweepSpec, exp: Any) -> None:
+    """Fill the metric, its direction and the test column from the experiment's declared
+    metrics, where the sweep did not set them."""
+    from experiments.training import direction_of, ranking_metrics
+
+    ranking = ranking_metrics(exp)
+    if spec.metric is None:
+        spec.metric = ranking.best
+    if spec.direction is None:
+        spec.direction = direction_of(exp, spec.metric) or "max"
+    if spec.test_metric is None:
+        spec.test_metric = ranking.test

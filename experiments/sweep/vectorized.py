@@ -15,8 +15,8 @@ checkpoints/best holding that trial's un-stacked TrainState), so `nnrun eval` an
 `nnrun train resume=` work on it. A trial whose loss turns non-finite fails alone.
 
 Not for: choosing or launching trials, or reading their results (the rest of
-experiments/sweep/ and driver.py); the training step itself, which is
-experiments/training/supervised.py's, vmapped here.
+experiments/sweep/ and driver.py); training itself, which is the one loop driver's
+(experiments/training/driver.py, `train_lanes`) with a trial axis.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import time
 import traceback
-from contextlib import ExitStack
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -32,43 +31,28 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from experiments.checkpoints import Checkpointer
 from experiments.config import Experiment, validate
 from experiments.data import load_dataset
-from experiments.errors import NonFiniteLossError, UserError
-from experiments.models import DataInfo, build_model
+from experiments.errors import UserError
+from experiments.models import build_model, data_info
 from experiments.runner import one_line, plot_quietly
 from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
-from experiments.training.optim import make_transform
-from experiments.training.progress import TrainProgress
-from experiments.training.supervised import (
-    Evaluator, History, TrainState, build_setup, end_epoch, epoch_order, init_state, log_chunk, make_chunk,
-    make_train_step, model_variables, run_chunk, summary_fields,
-)
+from experiments.training import TRAINERS
+from experiments.training.driver import train_lanes
 
 from experiments.sweep.spec import Trial
 
 
 log = logging.getLogger("nnrun")
 
-# optimizer fields traced per trial (make_transform's `values`), and those among them
-# whose zero-ness decides the chain's structure
-OPTIM_TRACED = ("momentum", "b1", "b2", "eps", "weight_decay", "clip_norm")
-OPTIM_STRUCTURAL = ("weight_decay", "clip_norm")
-
-# Trials/hour vectorised / one process per trial, for the 16-trial grids (4 lr x 4 seeds,
-# 2 epochs, full MNIST) of benchmarks/sweep_vectorize.py on the shared 2-core XLA-CPU
-# machine (benchmarks/results/sweep_vectorize-20261127-*.json). "dense": models made of
-# matmuls: the MLP, 4.2x measured, and LeNet5 in its CHWN layout (convolutions as patch
-# matmuls), 1.74x extrapolated from 60-step runs (4.7x at 60 steps). "conv": models with
-# XLA convolutions (LeNet5 with model.layout=NHWC), 0.48x extrapolated from 40-step runs:
-# vmapped, the convolutions become grouped ones, which ran at 0.35x the images/s per
-# trial of one trial alone. Below 1, --vectorize declines that kind of model on that
-# backend; unmeasured backends vectorise.
+# Trials/hour vectorised / one process per trial, for the 16-trial grids of
+# benchmarks/sweep_vectorize.py on the 2-core CPU (numbers and commands: docs/results.md).
+# "dense": models made of matmuls (the MLP; LeNet5 in its CHWN layout); "conv": models
+# with XLA convolutions, which vmap turns into slow grouped convolutions on XLA-CPU.
+# Below 1, --vectorize declines that kind of model on that backend; unmeasured backends vectorise.
 MEASURED_SPEEDUP = {("cpu", "dense"): 4.2, ("cpu", "conv"): 0.48}
 
 
@@ -133,8 +117,8 @@ def _composed(conf: str, overrides: tuple[str, ...]) -> tuple[Experiment, tuple[
 
 
 def _loop_reason(exp: Experiment) -> str:
-    if exp.trainer.name != "supervised":
-        return f"the {exp.trainer.name} loop is not vectorised"
+    if TRAINERS.get(exp.trainer.name).hyperparameters is None:
+        return f"the {exp.trainer.name} trainer is not vectorised"
     if exp.resume:
         return "a resumed run continues alone"
     return ""
@@ -142,20 +126,18 @@ def _loop_reason(exp: Experiment) -> str:
 
 def vmappable_keys(exp: Experiment) -> set[str]:
     """Dotted config keys whose values may differ within a group."""
-    model = getattr(type(exp.model), "vmappable", ())
-    schedule = [f"schedule.{f.name}" for f in dataclasses.fields(exp.schedule)]
-    return {"seed", "optim.lr", *(f"optim.{k}" for k in OPTIM_TRACED), *schedule, *(f"model.{k}" for k in model)}
+    return TRAINERS.get(exp.trainer.name).vmappable(exp)
 
 
 def _structural_keys(exp: Experiment) -> set[str]:
     """Vmappable keys whose zero-ness (not value) must agree: it adds or removes a transform or layer."""
-    model = getattr(type(exp.model), "vmappable", ())
-    return {*(f"optim.{k}" for k in OPTIM_STRUCTURAL), *(f"model.{k}" for k in model)}
+    return TRAINERS.get(exp.trainer.name).structural(exp)
 
 
 def _flat(exp: Experiment) -> dict[str, Any]:
     """The validated config as dotted keys (defaults filled in, so equal settings compare equal)."""
-    groups = {g: dataclasses.asdict(getattr(exp, g)) for g in ("model", "data", "optim", "schedule", "trainer")}
+    groups = {g: dataclasses.asdict(getattr(exp, g)) for g in ("model", "data", "objective", "optim", "schedule",
+                                                                "trainer") if getattr(exp, g) is not None}
     return {"seed": exp.seed, **{f"{g}.{k}": v for g, d in groups.items() for k, v in d.items()}}
 
 
@@ -191,8 +173,8 @@ def has_convolutions(exp: Experiment) -> bool:
     key = (repr(exp.model), repr(exp.data))
     if key not in _CONVOLUTIONS:
         dataset = load_dataset(exp.data)
-        model = build_model(exp.model, DataInfo(dataset.input_shape, dataset.num_classes))
-        x = jnp.zeros((1, *dataset.input_shape), jnp.float32)
+        model = build_model(exp.model, data_info(dataset))
+        x = jnp.asarray(dataset.train.sample(1)["x"])
         jaxpr = jax.make_jaxpr(lambda k: model.init(k, x, train=False))(jax.random.key(0))
         _CONVOLUTIONS[key] = any(eqn.primitive.name == "conv_general_dilated" for eqn in _equations(jaxpr.jaxpr))
     return _CONVOLUTIONS[key]
@@ -267,130 +249,14 @@ def _start_run(exp: Experiment, overrides: tuple[str, ...], run: Run, conf: str,
 
 def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict], done: set[int],
                  stop: StopRequest, t0: float) -> None:
-    t = exps[0].trainer  # validated with the experiment (SupervisedTrainerConfig)
-    data = load_dataset(exps[0].data)
-    setups = [build_setup(exp, data) for exp in exps]
-    ref, size = setups[0], len(exps)
-    backend = jax.default_backend()
-    total_steps = ref.steps_per_epoch * t.epochs
-    if t.max_steps is not None:
-        total_steps = min(total_steps, t.max_steps)
+    """The driver's loop with a trial axis; a trial that diverges is recorded at once."""
+    def failed(k: int, err: Exception) -> None:
+        _fail(k, err, runs, summaries, done, t0)
 
-    # ---- per-trial values, stacked along the leading trial axis
-    hp = _stacked_hyperparameters(exps, setups, total_steps)
-    info = DataInfo(data.input_shape, data.num_classes)
-
-    def lane(hp: dict) -> tuple[Any, Any]:
-        """One trial's model and optimizer, its hyperparameters traced."""
-        model = build_model(dataclasses.replace(exps[0].model, **hp["model"]), info) if hp["model"] else ref.model
-        return model, make_transform(exps[0].optim, lambda count: hp["lr"][count], hp["optim"])
-
-    def lane_step(state, hp, X, Y, order, i):
-        model, tx = lane(hp)
-        return make_train_step(model, tx, t.batch_size, hp["dropout_key"])(state, X, Y, order, i)
-
-    def lane_chunk(state, hp, X, Y, order, start):
-        model, tx = lane(hp)
-        return make_chunk(make_train_step(model, tx, t.batch_size, hp["dropout_key"]), t.log_every)(
-            state, X, Y, order, start)
-
-    in_axes = (0, 0, None, None, 0, None)
-    step_fn = jax.jit(jax.vmap(lane_step, in_axes=in_axes), donate_argnums=0)
-    chunk_fn = jax.jit(jax.vmap(lane_chunk, in_axes=in_axes), donate_argnums=0) if t.scan else None
-    evaluator = Evaluator(ref.model, t.eval_batch_size)
-    with ExitStack() as closing:  # the checkpointers close on errors too
-        ckpts = [closing.enter_context(Checkpointer(run.checkpoint_dir, keep=t.keep)) for run in runs]
-
-        # ---- initial states: each trial's exactly as initial_state(setup) makes it. One jitted
-        # init called per trial, not a vmapped one: XLA-CPU compiled the vmapped init ~3x slower.
-        # Trial 0's model and optimizer serve all: init does not read dropout rates or optimizer values.
-        init = jax.jit(lambda key: init_state(ref.model, ref.tx, key, data.input_shape))
-        state = _stack([init(jax.random.fold_in(s.key, 0)) for s in setups])
-        X, Y = jax.device_put(data.train.x), jax.device_put(data.train.y)
-        n_train, spe = len(data.train), ref.steps_per_epoch
-
-        # ---- loop: the supervised loop's, with one host sync per chunk for all trials
-        histories = [History() for _ in exps]
-        alive = list(range(size))
-        step, status, sums = 0, "completed", None
-        progress = TrainProgress(t.epochs, spe, enabled=t.progress)
-        with progress:
-            for epoch in range(t.epochs):
-                if step >= total_steps or not alive:
-                    break
-                order = jnp.asarray(np.stack([np.asarray(epoch_order(s.key, epoch, n_train)) for s in setups]))
-                state = state.replace(epoch_sums=jnp.zeros((size, 3), jnp.float32))
-                prev, i = np.asarray(state.epoch_sums), 0
-                while i < spe and step < total_steps and not stop:
-                    n = min(t.log_every, spe - i, total_steps - step)
-                    chunk_start = time.perf_counter()
-                    state, n = run_chunk(state, (hp, X, Y, order), i, n, step_fn, chunk_fn, t.log_every, stop)
-                    sums = np.asarray(state.epoch_sums)  # the one host sync per chunk
-                    elapsed = time.perf_counter() - chunk_start
-                    i, step = i + n, step + n
-                    bad = np.asarray(state.first_bad_step)
-                    for k in [k for k in alive if bad[k] >= 0]:
-                        _fail(k, NonFiniteLossError(int(bad[k]), float("nan")), runs, summaries, done, t0)
-                        alive.remove(k)
-                    shown = []
-                    for k in alive:
-                        shown.append(log_chunk(runs[k], histories[k], sums[k], prev[k], elapsed, step, epoch + i / spe,
-                                               float(setups[k].lr_schedule(step - 1))))
-                    prev = sums
-                    if shown:  # the group's mean loss and accuracy, and its total images/s
-                        ips = shown[0][2] and sum(r[2] for r in shown)
-                        progress.update(epoch, i, float(np.mean([r[0] for r in shown])),
-                                        float(np.mean([r[1] for r in shown])), ips)
-                if stop:
-                    status = "interrupted"
-                    for k in alive:
-                        ckpts[k].save("last", step, _lane(state, k))
-                    break
-                epoch_done = epoch + i / spe
-                last_epoch = i < spe or epoch + 1 == t.epochs or step >= total_steps
-                for k in alive:
-                    end_epoch(_lane(state, k), sums[k], epoch_done, step, data, evaluator, runs[k], histories[k],
-                              ckpts[k], t.best_metric, periodic=last_epoch or (epoch + 1) % t.checkpoint_every == 0)
-                progress.end_epoch(epoch + 1, None)
-                if i < spe:
-                    break
-
-        for k in alive:
-            summaries[k].update(summary_fields(status, step, spe, histories[k], backend, t.scan))
-            if status == "completed":
-                summaries[k]["test"] = evaluator(model_variables(_lane(state, k)), data.test)
-            if status == "interrupted":
-                summaries[k]["interrupted_by"] = stop.name
+    for k, result in enumerate(train_lanes(exps, runs, stop, on_failure=failed)):
+        if result is not None:
+            summaries[k].update(result)
             done.add(k)
-
-
-def _stacked_hyperparameters(exps: list[Experiment], setups: list, total_steps: int) -> dict:
-    """The traced per-trial values: lr per step, the optimizer and model fields that
-    differ within the group, and the dropout keys. Fields equal in every trial stay
-    Python constants, so the program is the single-run one wherever nothing differs."""
-    def differing(objs: list, names: tuple[str, ...]) -> dict:
-        return {n: jnp.asarray([getattr(o, n) for o in objs], jnp.float32) for n in names
-                if len({repr(getattr(o, n)) for o in objs}) > 1}
-
-    counts = jnp.arange(total_steps)
-    tables = jax.jit(lambda: jnp.stack([jnp.asarray(jax.vmap(s.lr_schedule)(counts), jnp.float32) for s in setups]))
-    return {
-        "lr": tables(),  # [trials, steps]: one program for all schedules (eagerly, each op would compile alone)
-        "optim": differing([e.optim for e in exps], OPTIM_TRACED),
-        "model": differing([e.model for e in exps], tuple(getattr(type(exps[0].model), "vmappable", ()))),
-        "dropout_key": jnp.stack([jax.random.fold_in(s.key, 2) for s in setups]),
-    }
-
-
-@jax.jit
-def _lane(state: TrainState, k: int) -> TrainState:
-    """Trial k's state, shaped exactly like a single run's."""
-    return jax.tree.map(lambda a: a[k], state)
-
-
-@jax.jit
-def _stack(states: list[TrainState]) -> TrainState:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def _fail(k: int, err: Exception, runs: list[Run], summaries: list[dict], done: set[int], t0: float) -> None:

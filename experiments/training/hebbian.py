@@ -1,6 +1,7 @@
-"""The Hebbian loop for Hopfield networks: store the training patterns in one shot, then
-test recall from corrupted copies. Same command, run directory, metrics files and
-checkpoints as the gradient loop; no optimizer."""
+"""The Hebbian trainer for Hopfield networks: store the training patterns in one shot,
+then test recall from corrupted copies. Storage is not a sequence of steps, so this
+trainer keeps its own procedure instead of the driver's loop, but it reports through the
+same files: metric writers (metrics.jsonl), summary fields, checkpoints; no optimizer."""
 from __future__ import annotations
 
 import time
@@ -13,15 +14,17 @@ import numpy as np
 from experiments.checkpoints import Checkpointer
 from experiments.config import Experiment
 from experiments.data import load_dataset
-from experiments.models import DataInfo, build_model
+from experiments.errors import UserError
+from experiments.models import build_model, data_info
 from experiments.models.hopfield import HopfieldParams
 from experiments.runs import Run, StopRequest
-from experiments.training import register_loop
+from experiments.training import TrainerEntry, register_trainer
+from experiments.writers import open_writers
 
 
 @dataclass
 class HopfieldTrainerConfig:
-    name: str = "hopfield"
+    name: str = "hebbian"
     trials: int = 8  # corrupted copies per stored pattern and condition
     progress: bool = True
     plots: bool = True
@@ -29,7 +32,7 @@ class HopfieldTrainerConfig:
 
 def _setup(exp: Experiment):
     dataset = load_dataset(exp.data)
-    model = build_model(exp.model, DataInfo(dataset.input_shape, dataset.num_classes))
+    model = build_model(exp.model, data_info(dataset))
     return dataset, model
 
 
@@ -44,6 +47,9 @@ def _recall_report(exp: Experiment, model, params: HopfieldParams, dataset) -> d
 
 
 def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str = "best") -> dict:
+    if split != "test":  # recall is measured on the stored patterns; there is no other split to ask for
+        raise UserError(f"a Hopfield run has only the stored patterns to recall (split 'test'); "
+                        f"drop --split {split}")
     dataset, model = _setup(exp)
     ckpt = Checkpointer(Path(run_dir) / "checkpoints")
     try:
@@ -54,8 +60,6 @@ def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str
     return {"split": split, "checkpoint": which, "step": step, **_recall_report(exp, model, HopfieldParams(*params), dataset)}
 
 
-@register_loop("hopfield", schema=HopfieldTrainerConfig, evaluate=evaluate_run, uses_optimizer=False,
-               description="Hebbian storage + recall from corrupted patterns (Hopfield networks)")
 def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     dataset, model = _setup(exp)
     t0 = time.perf_counter()
@@ -66,12 +70,15 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     ckpt.save("best", 1, params)  # storage is one-shot: the only state is also the best
     ckpt.close()
     metrics = _recall_report(exp, model, params, dataset)
-    run.log_metrics({"step": 1, "epoch": 1, "split": "test", "patterns": len(dataset.train),
-                     "units": model.num_units, "store_s": stored_s, **metrics, "time": time.time()})
+    writers = open_writers(run, [])
+    writers.write({"step": 1, "epoch": 1, "split": "test", "patterns": len(dataset.train),
+                   "units": model.num_units, "store_s": stored_s, **metrics, "time": time.time()})
+    writers.close()
     if exp.trainer.plots:
         _plot_recall(run, exp, model, params, dataset)
-    return {"status": "completed", "epochs_done": 1, "steps_done": 1, "patterns": len(dataset.train),
-            "units": model.num_units, "test": metrics}
+    return {"status": "completed", "metrics": {"half.exact_recall": "max"}, "best_metric": "half.exact_recall",
+            "epochs_done": 1, "steps_done": 1, "patterns": len(dataset.train), "units": model.num_units,
+            "test": metrics}
 
 
 def _plot_recall(run: Run, exp: Experiment, model, params, dataset) -> None:
@@ -99,3 +106,12 @@ def _plot_recall(run: Run, exp: Experiment, model, params, dataset) -> None:
     fig.tight_layout()
     fig.savefig(run.plots_dir / "recall.png", dpi=100)
     plt.close(fig)
+
+
+register_trainer("hebbian", TrainerEntry(
+    schema=HopfieldTrainerConfig,
+    description="Hebbian storage + recall from corrupted patterns (Hopfield networks)",
+    train=train,
+    evaluate=evaluate_run,
+    primary_metric=("half.exact_recall", "max"),
+))

@@ -14,7 +14,7 @@ from flax import linen as nn
 from experiments.config import Experiment
 from experiments.data import load_dataset
 from experiments.errors import UserError
-from experiments.models import DataInfo, MODELS, build_model
+from experiments.models import MODELS, build_model, data_info
 from experiments.models.patch_conv import NHWC
 
 COLUMNS = ["Layer", "Type", "Output", "Kernel", "Stride", "Activation", "Maps/Units", "Params", "FLOPs"]
@@ -22,18 +22,18 @@ COLUMNS = ["Layer", "Type", "Output", "Kernel", "Stride", "Activation", "Maps/Un
 
 def model_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]:
     dataset = load_dataset(exp.data)
-    info = DataInfo(dataset.input_shape, dataset.num_classes)
-    family = MODELS.get(exp.model.name).family
-    if family == "hopfield":
+    info = data_info(dataset)
+    trainer = MODELS.get(exp.model.name).trainer
+    if trainer == "hebbian":
         return COLUMNS, *_energy_rows(dataset)
-    if family != "supervised":
-        raise UserError(f"`nnrun show` has no table for '{family}' models yet")
+    if trainer != "gradient":
+        raise UserError(f"`nnrun show` has no table for models of the '{trainer}' trainer yet")
     model = build_model(exp.model, info)
     if "layout" in getattr(model, "__dataclass_fields__", {}):
         # the table describes the network, not how it stores activations: show NHWC
         # shapes whichever layout the model trains in
         model = model.clone(layout=NHWC)
-    x = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.dtype(info.input_dtype))
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles
     rows, total_params, total_flops = [], 0, 0
     for module, inputs, output in _top_level_calls(model, variables, x):

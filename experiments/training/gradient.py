@@ -1,0 +1,137 @@
+"""The gradient trainer: a Flax model, an objective and an optax optimizer.
+
+Serves every model trained by following a loss gradient: classifiers, regressors,
+language models, autoencoders. What is trained *for* is the objective's business
+(experiments/objectives/), and everything around the step is the driver's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from experiments.config import Experiment
+from experiments.data import Dataset
+from experiments.models import build_model, data_info
+from experiments.objectives import build_objective
+from experiments.optim import make_schedule, make_transform, traced_fields, STRUCTURAL_FIELDS
+from experiments.training import Streams, TrainerConfig, TrainerEntry, register_trainer
+
+
+@dataclass
+class GradientTrainerConfig(TrainerConfig):
+    name: str = "gradient"
+
+
+class GradientState(struct.PyTreeNode):
+    params: Any
+    model_state: Any  # non-parameter collections (e.g. batch_stats); {} for most models
+    opt_state: Any
+
+
+@dataclass
+class GradientSteps:
+    model: Any
+    tx: optax.GradientTransformation
+    objective: Any
+    schedule: Optional[optax.Schedule] = None
+
+    def init(self, key: jax.Array, batch: dict) -> GradientState:
+        variables = dict(self.model.init(key, jnp.asarray(batch["x"]), train=False))
+        params = variables.pop("params")
+        return GradientState(params=params, model_state=variables, opt_state=self.tx.init(params))
+
+    def _apply(self, params, model_state, x, train: bool, rngs: Optional[Streams] = None):
+        """Outputs and the updated non-parameter collections (BatchNorm statistics in training)."""
+        variables = {"params": params, **model_state}
+        if not train:
+            return self.model.apply(variables, x, train=False), model_state
+        kwargs = {"rngs": {"dropout": rngs["dropout"]}} if rngs is not None else {}
+        if model_state:
+            return self.model.apply(variables, x, train=True, mutable=list(model_state), **kwargs)
+        return self.model.apply(variables, x, train=True, **kwargs), model_state
+
+    def train_step(self, state: GradientState, batch: dict, rngs: Streams) -> tuple[GradientState, dict]:
+        def loss_fn(params):
+            outputs, model_state = self._apply(params, state.model_state, batch["x"], True, rngs)
+            sums = self.objective.sums(outputs, batch)
+            return self.objective.loss(sums), (sums, model_state)
+
+        (_, (sums, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return GradientState(params=params, model_state=model_state, opt_state=opt_state), sums
+
+    def eval_step(self, state: GradientState, batch: dict) -> dict:
+        return self.objective.sums(self.outputs(state, batch), batch)
+
+    def outputs(self, state: GradientState, batch: dict):
+        """The model's outputs in evaluation mode (also used to check shapes before training)."""
+        return self._apply(state.params, state.model_state, batch["x"], False)[0]
+
+    def learning_rate(self, step: int) -> Optional[float]:
+        return float(self.schedule(step)) if self.schedule is not None else None
+
+    def variables(self, state: GradientState) -> dict:
+        return {"params": state.params, **state.model_state}
+
+
+def build_steps(exp: Experiment, data: Dataset, hp: Optional[dict] = None) -> GradientSteps:
+    """The steps from the config; with `hp` (inside a vmapped sweep) the traced per-trial
+    learning-rate table, optimizer fields and model fields replace the config's values."""
+    info = data_info(data)
+    objective = build_objective(exp.objective)
+    if hp is None:
+        from experiments.training.driver import steps_per_epoch
+
+        schedule = make_schedule(exp.schedule, exp.optim.lr, steps_per_epoch(exp, data), exp.trainer.epochs)
+        return GradientSteps(build_model(exp.model, info), make_transform(exp.optim, schedule), objective, schedule)
+    model_cfg = dataclasses.replace(exp.model, **hp["model"]) if hp["model"] else exp.model
+    tx = make_transform(exp.optim, lambda count: hp["lr"][count], hp["optim"])
+    return GradientSteps(build_model(model_cfg, info), tx, objective)
+
+
+def hyperparameters(exps: list[Experiment], steps: list[GradientSteps], total_steps: int) -> dict:
+    """The traced per-trial values of a vectorised group: lr per step, and the optimizer
+    and model fields that differ within the group. Fields equal in every trial stay
+    Python constants, so the program is the single-run one wherever nothing differs."""
+    def differing(objs: list, names) -> dict:
+        return {n: jnp.asarray([getattr(o, n) for o in objs], jnp.float32) for n in names
+                if len({repr(getattr(o, n)) for o in objs}) > 1}
+
+    counts = jnp.arange(total_steps)
+    tables = jax.jit(lambda: jnp.stack([jnp.asarray(jax.vmap(s.schedule)(counts), jnp.float32) for s in steps]))
+    return {
+        "lr": tables(),  # [trials, steps]: one program for all schedules (eagerly, each op would compile alone)
+        "optim": differing([e.optim for e in exps], traced_fields(exps[0].optim)),
+        "model": differing([e.model for e in exps], tuple(getattr(type(exps[0].model), "vmappable", ()))),
+    }
+
+
+def vmappable(exp: Experiment) -> set[str]:
+    """Dotted config keys whose values may differ within a vectorised group."""
+    model = getattr(type(exp.model), "vmappable", ())
+    schedule = [f"schedule.{f.name}" for f in dataclasses.fields(exp.schedule)]
+    return {"seed", "optim.lr", *(f"optim.{k}" for k in traced_fields(exp.optim)), *schedule,
+            *(f"model.{k}" for k in model)}
+
+
+def structural(exp: Experiment) -> set[str]:
+    """Vmappable keys whose zero-ness (not value) must agree: it adds or removes a transform or layer."""
+    return {*(f"optim.{k}" for k in STRUCTURAL_FIELDS), *(f"model.{k}" for k in getattr(type(exp.model), "vmappable", ()))}
+
+
+register_trainer("gradient", TrainerEntry(
+    schema=GradientTrainerConfig,
+    description="gradient descent on the objective's loss (optax): classifiers, regressors, language models, autoencoders",
+    steps=build_steps,
+    hyperparameters=hyperparameters,
+    vmappable=vmappable,
+    structural=structural,
+    optim_groups=("optim",),
+))
