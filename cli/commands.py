@@ -28,6 +28,9 @@ def train(conf: Optional[str], overrides: list[str], resume: Optional[str] = Non
         console.print(OmegaConf.to_yaml(hb.task_config(cfg), resolve=True), end="", markup=False, highlight=False)
         return 0
     run_dir = hb.resolved_run_dir(cfg)
+    if resume and (done := _already_complete(run_dir, hb.task_config(cfg))):
+        console.print(done, markup=False, highlight=False, soft_wrap=True)
+        return 0
     if not resume:
         _refuse_existing(run_dir)
     outcome: dict = {}
@@ -42,18 +45,49 @@ def train(conf: Optional[str], overrides: list[str], resume: Optional[str] = Non
         except BaseException as err:  # noqa: BLE001 - reported by the CLI after Hydra returns
             outcome["error"] = err
 
-    hb.launch(conf, [*overrides, f"hydra.run.dir={hb.quote(str(run_dir))}"], task)
+    from experiments.locks import hold
+
+    with hold(run_dir):  # one writer per run directory, from before Hydra writes .hydra/ into it
+        if not resume:
+            _refuse_existing(run_dir)  # again: another process may have started it since
+        hb.launch(conf, [*overrides, f"hydra.run.dir={hb.quote(str(run_dir))}"], task)
     if "error" in outcome:
         raise outcome["error"]
     return _print_run_summary(outcome["summary"])
 
 
 def _refuse_existing(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+    from experiments.locks import only_lock_files
+
+    if run_dir.exists() and not only_lock_files(run_dir):
         raise UserError(
             f"run directory {run_dir} already exists and is not empty; nnrun never overwrites a run. "
             f"Choose another hydra.run.dir, or continue it with `nnrun train resume={run_dir}`"
         )
+
+
+def _already_complete(run_dir: Path, task_cfg) -> Optional[str]:
+    """For `train resume=` of a completed run: what to tell the user, or None when the new
+    config trains further (a larger trainer.epochs or trainer.max_steps than it ran)."""
+    from experiments.runs import SUMMARY, read_json
+
+    summary = read_json(run_dir / SUMMARY)
+    if summary.get("status") != "completed":
+        return None
+    trainer = task_cfg.get("trainer") or {}
+    epochs, max_steps = trainer.get("epochs"), trainer.get("max_steps")
+    per_epoch, done = summary.get("steps_per_epoch"), summary.get("steps_done")
+    if isinstance(epochs, int) and isinstance(per_epoch, int) and isinstance(done, int):
+        planned = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, int(max_steps))
+        if planned > done:
+            return None
+    epochs_done = summary.get("epochs_done")
+    ran = f"{epochs_done:g} epochs, {done} steps" if isinstance(epochs_done, (int, float)) else f"{done} steps"
+    test = summary.get("test") or {}
+    result = f"; test accuracy {test['accuracy']:.4f}" if isinstance(test.get("accuracy"), float) else ""
+    more = (f" To train it further, add trainer.epochs=<more than {epochs}> (it continues from its last checkpoint; "
+            "the lr schedule is recomputed for the new number of epochs)." if isinstance(epochs, int) else "")
+    return f"run {run_dir} is already complete ({ran}{result}); nothing to do, nothing was written.{more}"
 
 
 def _resume_overrides(run_dir: Path, conf: Optional[str], extra: list[str]) -> tuple[str, list[str]]:
@@ -121,10 +155,13 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass a directory under outputs/")
     exp = load_experiment(run_dir)  # first: a directory that is no run at all gets that message
-    if not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
-    metrics = evaluate_experiment(exp, run_dir, split=split, which=which)
-    write_json_atomic(run_dir / "eval.json", metrics)
+    from experiments.locks import hold
+
+    with hold(run_dir):  # not while a run (or another eval) writes in it
+        if not (run_dir / "checkpoints").is_dir():
+            raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
+        metrics = evaluate_experiment(exp, run_dir, split=split, which=which)
+        write_json_atomic(run_dir / "eval.json", metrics)
     table = Table(title=f"eval {run_dir.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -17,11 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import Experiment, validate
 from experiments.errors import UserError
+from experiments.locks import locked_run_dir
 from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
 
 log = logging.getLogger("nnrun")
 
 
+@locked_run_dir("run_dir")  # one writer per run directory: a second process fails at once
 def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
     """Train `cfg` in `run_dir`; return the summary (also written to summary.json).
 

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from experiments import locks
 from experiments.errors import UserError
 from experiments.runs import SUMMARY
 from experiments.sweep import local, results, search, spec as spec_mod
-from experiments.sweep.results import LOGS, SweepState, outcome
+from experiments.sweep.results import LOGS, SWEEP_JSON, SweepState, outcome
 from experiments.sweep.spec import SweepSpec, Trial
 
 Todo = deque  # of (Trial, resumed: bool)
@@ -45,12 +46,18 @@ def sweep(conf: Optional[str], overrides: list[str], jobs: int = 1, dry_run: boo
           resume: Optional[Path] = None, vectorize: Optional[bool] = None, force_vectorize: bool = False) -> int:
     if jobs < 1:
         raise UserError(f"bad value for --jobs: {jobs}; it must be at least 1")
+    if resume is not None and not dry_run and (Path(resume) / SWEEP_JSON).is_file() and not locks.holds(Path(resume)):
+        with locks.hold(Path(resume), "sweep"):  # before sweep.json is read: a second --resume fails at once
+            return sweep(conf, overrides, jobs, dry_run, resume, vectorize, force_vectorize)
     state = _resumed(Path(resume), conf, overrides) if resume is not None else _created(conf, overrides, dry_run)
     if state.spec.launcher:
         _launcher()  # fails before anything is written if the launcher support is missing
     if dry_run:
         return _dry_run(state, _plan(state, allow_resume=not state.spec.launcher, dry_run=True))
-    with local.SweepLock(state.dir):
+    with locks.hold(state.dir, "sweep"), local.SweepLock(state.dir):
+        if resume is None and not locks.only_lock_files(state.dir):  # another sweep got here after _created looked
+            raise UserError(f"sweep directory {state.dir} was just started by another process; choose another "
+                            "hydra.sweep.dir")
         todo = _plan(state, allow_resume=not state.spec.launcher, dry_run=False)
         state.meta["status"] = "running"
         state.save()
