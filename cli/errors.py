@@ -18,8 +18,14 @@ def report(err: BaseException, debug: bool) -> int:
         print("nnrun: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if isinstance(err, UserError):
-        print(f"nnrun: error: {err}", file=sys.stderr)
+        print(f"nnrun: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
-    first = (str(err).strip().splitlines() or [""])[0]
+    first = one_line((str(err).strip().splitlines() or [""])[0])
     print(f"nnrun: error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
     return EXIT_FAILED
+
+
+def one_line(text: str) -> str:
+    """The message as one terminal line: control and invisible characters that came from
+    the user's input (a newline or carriage return in an override) are shown escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
