@@ -113,26 +113,28 @@ class Checkpointer:
 
 
 _quiet_lock = threading.Lock()
-_quiet_installed = False
+
+
+def _closed_loop_filter(previous: Any) -> Any:
+    """An unraisable hook that drops 'RuntimeError: Event loop is closed' and passes
+    everything else to `previous`."""
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            log.debug("ignored after a failed checkpoint save: %s", exc)
+            return
+        previous(unraisable)
+
+    hook.nnrun_closed_loop_filter = True  # type: ignore[attr-defined]
+    return hook
 
 
 def _quiet_closed_loop_noise() -> None:
     """After a failed orbax save, the save's other pending writes complete on an event loop
     that has already closed, and each prints a 'RuntimeError: Event loop is closed'
     traceback through sys.unraisablehook: noise after the real error, which the user gets
-    in one line. Drop exactly those; everything else goes to the previous hook."""
-    global _quiet_installed
+    in one line. Drop exactly those (installed once, before the first save)."""
     with _quiet_lock:
-        if _quiet_installed:
-            return
-        previous = sys.unraisablehook
-
-        def hook(unraisable: Any) -> None:
-            exc = unraisable.exc_value
-            if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-                log.debug("ignored after a failed checkpoint save: %s", exc)
-                return
-            previous(unraisable)
-
-        sys.unraisablehook = hook
-        _quiet_installed = True
+        if not getattr(sys.unraisablehook, "nnrun_closed_loop_filter", False):
+            sys.unraisablehook = _closed_loop_filter(sys.unraisablehook)
