@@ -175,7 +175,7 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
 def show(conf: Optional[str], overrides: list[str]) -> int:
     from experiments import hydra_bridge as hb
     from experiments.config import validate
-    from experiments.inspect import model_table
+    from experiments.show import model_table
 
     conf = hb.check_experiment(conf)
     exp = validate(hb.task_config(hb.compose(conf, overrides)[0]))
@@ -194,7 +194,7 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
 def list_all() -> int:
     from rich.markup import escape
 
-    from experiments.config import config_dir, experiment_names
+    from experiments.config import experiment_file, experiment_names
     from experiments.data import DATASETS
     from experiments.models import MODELS
     from experiments.objectives import OBJECTIVES
@@ -206,7 +206,7 @@ def list_all() -> int:
     table.add_column("name")
     table.add_column("description")
     for name in experiment_names():
-        table.add_row("experiment", name, _header_comment(config_dir() / f"{name}.yaml"))
+        table.add_row("experiment", name, _header_comment(experiment_file(name)))
     for name, entry in MODELS.items():
         table.add_row("model", name, escape(f"[{entry.trainer}] {entry.description}"))  # [..] is rich markup
     for kind, registry in (("dataset", DATASETS), ("objective", OBJECTIVES), ("optimizer", OPTIMIZERS),

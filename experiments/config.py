@@ -7,6 +7,7 @@ so that an unknown key or a wrong type fails before any work with a message nami
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -30,8 +31,30 @@ def config_dir() -> Path:
     raise UserError(f"nnrun's config directory was not found next to {pkg}; reinstall nnrun")
 
 
+def user_config_dirs() -> list[Path]:
+    """The user's config trees, searched before nnrun's own: each directory in
+    $NNRUN_CONFIG_DIR (os.pathsep-separated), then ./conf in the working directory.
+    New experiments, models, datasets ... go there without editing the installed package."""
+    candidates = [Path(p).expanduser() for p in os.environ.get("NNRUN_CONFIG_DIR", "").split(os.pathsep) if p]
+    candidates.append(Path.cwd() / "conf")
+    own, seen, dirs = config_dir(), set(), []
+    for d in candidates:
+        if d.is_dir() and d.resolve() != own and d.resolve() not in seen:
+            seen.add(d.resolve())
+            dirs.append(d.resolve())
+    return dirs
+
+
+def config_dirs() -> list[Path]:
+    return [*user_config_dirs(), config_dir()]
+
+
 def experiment_names() -> list[str]:
-    return sorted(p.stem for p in config_dir().glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml") if not p.stem.startswith("_")})
+
+
+def experiment_file(name: str) -> Path:
+    return next(d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file())
 
 
 def _typed(group: str, schema: type, node: Any) -> Any:
@@ -39,6 +62,10 @@ def _typed(group: str, schema: type, node: Any) -> Any:
     if not isinstance(node, DictConfig):
         raise UserError(f"config group '{group}' must be a mapping, got {node!r}")
     allowed = ", ".join(f.name for f in fields(schema))
+    # a `+key=value` addition rides along in Hydra's typed node; the schema decides
+    unknown = [k for k in node.keys() if k not in {f.name for f in fields(schema)}]
+    if unknown:
+        raise UserError(f"unknown config key '{group}.{unknown[0]}'; allowed keys for {group}: {allowed}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
@@ -93,6 +120,9 @@ def validate(cfg: DictConfig) -> Experiment:
         name = node.get("name") if isinstance(node, DictConfig) else None
         if name is None:
             raise UserError(f"'{group}.name' is missing; pick one of: {', '.join(registry.names())}")
+        if registry.canonical(str(name)) not in registry.names():
+            raise UserError(f"bad value for '{group}.name': unknown {registry.kind} '{name}'; "
+                            f"known {registry.kind}s: {', '.join(registry.names())}")
         return registry.get(str(name))
 
     trainer_entry = entry(TRAINERS, "trainer")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import config_dir, experiment_names
+from experiments.config import config_dirs, experiment_names
 from experiments.errors import UserError
 
 _RUN_ID = secrets.token_hex(3)  # one per process: the same id wherever hydra.run.dir is resolved
@@ -47,7 +47,9 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for group, registry in _registries().items():
         for name, entry in registry.items():
-            store.store(group=f"schema/{group}", name=name, node=entry.schema)
+            node = OmegaConf.structured(entry.schema)
+            node.name = name  # one schema may serve several names (mnist, fashion_mnist, mnist_seq)
+            store.store(group=f"schema/{group}", name=name, node=node)
 
 
 def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
@@ -65,12 +67,28 @@ def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     overrides = list(overrides)
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun"):
-            return hydra_compose(config_name=conf, overrides=overrides, return_hydra_config=True), overrides
+        with initialize_config_dir(config_dir=str(primary_dir(conf)), version_base="1.3", job_name="nnrun"):
+            cfg = hydra_compose(config_name=conf, overrides=[*overrides, *search_path(conf)],
+                                return_hydra_config=True)
+            return cfg, overrides
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(_override_error(err, overrides)) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def primary_dir(conf: str) -> Path:
+    """The config directory that holds experiment `conf` (the user's first, then nnrun's)."""
+    from experiments.config import experiment_file
+
+    return experiment_file(conf).parent
+
+
+def search_path(conf: str) -> list[str]:
+    """The other config directories (the user's and nnrun's own), as a Hydra override:
+    groups and _base resolve in any of them."""
+    dirs = [d for d in config_dirs() if d != primary_dir(conf)]
+    return [f"hydra.searchpath=[{','.join(quote('file://' + str(d)) for d in dirs)}]"] if dirs else []
 
 
 def _schema_fields(group: str) -> set[str]:
@@ -104,14 +122,15 @@ def _override_error(err: Exception, overrides: list[str]) -> str:
     m = re.search(r"Could not find '([^']+)'", text) or re.search(r"In '[^']+': Could not load '([^']+)'", text)
     if m:
         group = m.group(1).split("/")[0]
-        options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) if (config_dir() / group).is_dir() else []
+        options = sorted({p.stem for d in config_dirs() for p in (d / group).glob("*.yaml")})
         hint = f"; available: {', '.join(options)}" if options else ""
         return f"unknown config choice '{m.group(1)}'{hint}"
     cause = " ".join(str(err.__cause__ or "").split())
     m = re.search(r"Error merging override (\S+)", text)
     if m and cause:  # a value of the wrong type for a schema key, e.g. trainer.epochs=abc
         detail = re.sub(r"\s*full_key:.*", "", cause)
-        return f"bad value in override '{m.group(1)}': {detail}"
+        key = m.group(1).lstrip("+~").split("=", 1)[0]
+        return f"bad value for '{key}' in override '{m.group(1)}': {detail}"
     return f"bad override: {text[:300]}"
 
 
@@ -141,9 +160,9 @@ def launch(conf: str, overrides: list[str], task: Callable[[DictConfig], Any], m
     _register_resolvers()
     register_schemas()
     GlobalHydra.instance().clear()
-    entry = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=conf)(task)
+    entry = hydra.main(version_base="1.3", config_path=str(primary_dir(conf)), config_name=conf)(task)
     argv = sys.argv
-    sys.argv = [argv[0], *(["--multirun"] if multirun else []), *overrides]
+    sys.argv = [argv[0], *(["--multirun"] if multirun else []), *overrides, *search_path(conf)]
     try:
         entry()
     finally:

@@ -231,9 +231,12 @@ def test_list_names_experiments_models_datasets_optimizers(nnrun_cli) -> None:
     assert kinds["dataset"] >= {"mnist", "mnist_seq", "fashion_mnist", "letters"}
     assert kinds["optimizer"] >= {"sgd", "momentum", "adam", "adamw"}
     assert kinds["schedule"] >= {"constant", "cosine", "warmup_cosine", "step"}
-    assert kinds["trainer"] >= {"supervised", "hopfield"}
+    assert kinds["trainer"] >= {"gradient", "hebbian"}
+    assert kinds["optimizer"] >= {"sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"}
+    assert kinds["objective"] >= {"classification", "regression", "sequence", "language_model", "reconstruction"}
+    assert kinds["schedule"] >= {"constant", "cosine", "warmup_cosine", "step"}
     lenet = next(r for r in rows if r[:2] == ["model", "lenet5"])
-    assert lenet[2].startswith("[supervised]")  # the family, not swallowed as rich markup
+    assert lenet[2].startswith("[gradient]")  # the trainer, not swallowed as rich markup
 
 
 # ---------------------------------------------------------------------------- errors
@@ -246,10 +249,10 @@ CONFIG_ERRORS = {
     "unknown_top_level_key": (["train", "conf=lenet5", "epochs=3"], ["'epochs'"]),
     "bad_value_type": (["train", "conf=lenet5", "trainer.epochs=many"], ["'trainer.epochs'", "many"]),
     "bad_seed": (["train", "conf=lenet5", "seed=abc"], ["'seed'"]),
-    "unknown_group_choice": (["train", "conf=lenet5", "optim=adamm"], ["optim/adamm", "adam, adamw, momentum, sgd"]),
-    "bad_optimizer_name": (["train", "conf=lenet5", "optim.name=adagrad"], ["'optim.name'", "adagrad", "adam"]),
+    "unknown_group_choice": (["train", "conf=lenet5", "optim=adamm"], ["optim/adamm", "adagrad, adam, adamw, momentum, rmsprop, sgd"]),
+    "bad_optimizer_name": (["train", "conf=lenet5", "optim.name=adamm"], ["'optim.name'", "adamm", "adagrad, adam"]),
     "negative_lr": (["train", "conf=lenet5", "optim.lr=-1"], ["'optim.lr'"]),
-    "model_of_another_loop": (["train", "conf=lenet5", "model=hopfield"], ["trainer=hopfield"]),
+    "model_of_another_loop": (["train", "conf=lenet5", "model=hopfield"], ["trainer=hebbian"]),
     "unknown_rnn_cell": (["train", "conf=lstm_mnist", "model.cell=bogus"], ["'model.cell'", "bogus", "simple, lstm, gru"]),
     "unknown_option": (["train", "conf=lenet5", "--epochs=3"], ["unknown option '--epochs=3'"]),
     "show_unknown_key": (["show", "conf=lenet5", "model.depth=3"], ["'model.depth'"]),

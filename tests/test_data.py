@@ -136,7 +136,7 @@ def small_cfg(name: str = "mnist", **overrides: object) -> DataConfig:
 
 def test_registry_has_mnist_family() -> None:
     assert {"mnist", "fashion_mnist", "mnist_seq"} <= set(DATASETS.names())
-    assert DATASETS.get("mnist").schema is DataConfig
+    assert issubclass(DATASETS.get("mnist").schema, DataConfig)
 
 
 def test_mnist_shapes_and_dtypes(mnist: Dataset) -> None:

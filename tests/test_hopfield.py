@@ -127,6 +127,94 @@ def test_default_digits_are_fixed_points():
     np.testing.assert_array_equal(H.sync_step(H.store(x), x), x)
 
 
+# --------------------------------------------------------------------------- tie-break
+
+
+def _tied_networks(n_units: int, cases: int, seed: int):
+    """Random integer networks and states in which about half the units have a field that
+    equals their threshold exactly (theta_i = sum_j w_ij n_j), the others a field half a
+    unit away on either side. A tie changes no energy, so only a direct reference of the
+    rule (n_i <- 1 if theta_i <= field) can tell `<=` from `<`."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-3, 4, size=(cases, n_units, n_units)).astype(np.float32)
+    w = np.triu(a, 1)
+    w = w + np.swapaxes(w, 1, 2)
+    n = rng.integers(0, 2, size=(cases, n_units)).astype(np.float32)
+    h = np.einsum("cij,cj->ci", w, n)
+    tie = rng.random((cases, n_units)) < 0.5
+    theta = np.where(tie, h, h + rng.choice([-0.5, 0.5], size=(cases, n_units))).astype(np.float32)
+    return w, theta, n, tie
+
+
+def _reference_unit(w, theta, n, i):
+    m = n.copy()
+    m[i] = 1.0 if theta[i] <= w[i] @ n else 0.0
+    return m
+
+
+def test_ties_go_to_one_in_single_unit_updates_and_sync_steps():
+    w, theta, n, tie = _tied_networks(12, 8, seed=14)
+    assert (tie & (n == 0)).sum() >= 8  # tied units that are off: a wrong tie-break would leave them off
+    for c in range(len(w)):
+        params = H.HopfieldParams(jnp.asarray(w[c]), jnp.asarray(theta[c]))
+        expected_sync = (theta[c] <= w[c] @ n[c]).astype(np.float32)
+        assert (expected_sync[tie[c]] == 1).all()
+        np.testing.assert_array_equal(H.sync_step(params, n[c]), expected_sync)
+        for i in range(w.shape[1]):
+            np.testing.assert_array_equal(H.update_unit(params, jnp.asarray(n[c]), i),
+                                          _reference_unit(w[c], theta[c], n[c], i), err_msg=f"case {c}, unit {i}")
+    batch = H.sync_step(H.HopfieldParams(jnp.asarray(w[0]), jnp.asarray(theta[0])), jnp.asarray(n[:3]))
+    np.testing.assert_array_equal(batch, (theta[0] <= n[:3] @ w[0].T).astype(np.float32))
+
+
+def test_ties_in_an_async_sweep_and_in_recall_follow_the_reference():
+    """A whole sweep, unit after unit in the sweep's own order, against the reference rule;
+    then recall (both modes) against the reference dynamics run to their end."""
+    w, theta, n, tie = _tied_networks(10, 6, seed=41)
+    ties_met = 0
+    for c in range(len(w)):
+        params = H.HopfieldParams(jnp.asarray(w[c]), jnp.asarray(theta[c]))
+        final, order, _ = H.async_trajectory(params, jnp.asarray(n[c]), jax.random.key(c))
+        m = n[c].copy()
+        for i in np.asarray(order):
+            ties_met += int(theta[c][i] == w[c][i] @ m)
+            m = _reference_unit(w[c], theta[c], m, i)
+        np.testing.assert_array_equal(final, m, err_msg=f"case {c}")
+        # synchronous recall: iterate the reference step to a fixed point, or to a 2-cycle
+        # (recall stops on the state that repeats the one two steps back)
+        prev, cur = None, n[c].copy()
+        for _ in range(100):
+            new = (theta[c] <= w[c] @ cur).astype(np.float32)
+            if (new == cur).all():
+                break
+            if prev is not None and (new == prev).all():
+                cur = new
+                break
+            prev, cur = cur, new
+        got, _, _ = H.recall(params, jnp.asarray(n[c]), jax.random.key(0), "sync", max_sweeps=100)
+        np.testing.assert_array_equal(got, cur, err_msg=f"case {c} (sync recall)")
+    assert ties_met >= 6  # ties were met along the way, not only in the starting states
+
+
+def test_hebbian_ties_follow_the_bipolar_sign_rule():
+    """An even number of stored bipolar patterns makes fields of exactly 0 possible (with an
+    odd number they never are): those units must come out +1 (state 1), as in s = sign(Ws)
+    with sign(0) = +1."""
+    rng = np.random.default_rng(7)
+    pats = rng.integers(0, 2, size=(2, 16)).astype(np.float32)
+    params = H.store(pats)
+    w = np.asarray(params.W)
+    states = rng.integers(0, 2, size=(64, 16)).astype(np.float32)
+    field = (2 * states - 1) @ w.T
+    assert (field == 0).sum() >= 64  # plenty of ties
+    np.testing.assert_array_equal(H.sync_step(params, states), (field >= 0).astype(np.float32))
+    for k in range(8):
+        for i in range(16):
+            expected = states[k].copy()
+            expected[i] = 1.0 if field[k, i] >= 0 else 0.0
+            np.testing.assert_array_equal(H.update_unit(params, jnp.asarray(states[k]), i), expected)
+
+
 # --------------------------------------------------------------------------- recall
 
 
@@ -244,7 +332,7 @@ def test_letters_dataset_layout():
 
 def test_model_registration_and_builder_validation():
     entry = MODELS.get("hopfield")
-    assert entry.family == "hopfield" and entry.schema is H.HopfieldConfig
+    assert entry.trainer == "hebbian" and entry.schema is H.HopfieldConfig
     model = build_model(H.HopfieldConfig(update="sync"), DataInfo(input_shape=(400,), num_classes=4))
     assert model.num_units == 400 and model.cfg.update == "sync"
     with pytest.raises(UserError, match="update mode"):

@@ -58,8 +58,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(nnrun_cli, trained_run: dict
     state, step = restore_raw(run_dir / "checkpoints")
     ref_state, ref_step = restore_raw(trained_run["dir"] / "checkpoints")
     assert step == ref_step == TINY_STEPS
-    assert_trees_equal(state["params"], ref_state["params"])
-    assert_trees_equal(state["opt_state"], ref_state["opt_state"])
+    assert_trees_equal(state["inner"]["params"], ref_state["inner"]["params"])
+    assert_trees_equal(state["inner"]["opt_state"], ref_state["inner"]["opt_state"])
 
     # the metrics after the resume point repeat the uninterrupted run's
     def train_losses(d: Path) -> dict:
@@ -69,6 +69,19 @@ def test_resumed_run_ends_like_an_uninterrupted_one(nnrun_cli, trained_run: dict
     assert sorted(ours) == sorted(theirs)
     for s in (25, 30):
         assert ours[s] == pytest.approx(theirs[s], rel=1e-6)
+
+    # the capped run's partial-epoch validation (step 20) is not a record nor a best
+    # candidate of the continued run: records, best and the best checkpoint are the
+    # uninterrupted run's
+    assert val_records(run_dir) == val_records(trained_run["dir"])
+    assert resumed["best"] == pytest.approx(reference["best"], rel=1e-6)
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "best").iterdir() if p.name.isdigit()) == \
+        [str(reference["best"]["step"])]
+
+
+def val_records(run_dir: Path) -> list[dict]:
+    """Validation records without wall-clock fields."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(run_dir) if r["split"] == "val"]
 
 
 def test_resume_refuses_a_directory_that_is_not_a_run(nnrun_main, tmp_path: Path) -> None:

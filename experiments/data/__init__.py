@@ -72,24 +72,30 @@ class Split:
 class Windows(Split):
     """Windows of one long sequence `series` (time first), cut when a batch is gathered.
 
-    Example i starts at i*stride + phase, where the phase is drawn each training epoch
-    in [0, stride) (0 when evaluating), so over epochs every offset is seen. Its input `x`
-    is `length` steps; its target `y` is the step after the window (`target="next"`,
-    a single prediction at the end) or the window shifted by one (`target="shifted"`,
-    a prediction at every step, as in language modelling).
+    Example i starts at starts[i] + phase. By default starts are 0, stride, 2*stride, ...
+    and the phase is drawn each training epoch in [0, stride) (0 when evaluating), so over
+    epochs every offset is seen; explicit `starts` (e.g. only windows inside the blocks of
+    a split) take no phase. Its input `x` is `length` steps; its target `y` is the step
+    after the window (`target="next"`, a single prediction at the end) or the window
+    shifted by one (`target="shifted"`, a prediction at every step, as in language models).
     """
 
-    def __init__(self, series: np.ndarray, length: int, stride: int = 1, target: str = "next"):
+    def __init__(self, series: np.ndarray, length: int, stride: int = 1, target: str = "next",
+                 starts: Optional[np.ndarray] = None):
+        from experiments.errors import UserError
+
         if target not in ("next", "shifted"):
             raise ValueError(f"unknown window target {target!r}")
-        self.series, self.length, self.stride, self.target = series, int(length), int(stride), target
-        # the last window and its one-step-later target must fit even at the largest phase
-        self.count = max(0, (len(series) - self.length) // self.stride)
-        if self.count < 1:
-            from experiments.errors import UserError
-
+        self.series, self.length, self.target = series, int(length), target
+        self.stride = 1 if starts is not None else int(stride)
+        if starts is None:  # the last window and its one-step-later target fit even at the largest phase
+            starts = np.arange(max(0, (len(series) - self.length) // self.stride)) * self.stride
+        self.starts = np.asarray(starts, np.int32)
+        if len(self.starts) < 1:
             raise UserError(f"a sequence of {len(series)} steps is too short for windows of {length} (+1 target); "
                             "use shorter windows or more data")
+        if self.starts.max() + self.length >= len(series) or self.starts.min() < 0:
+            raise ValueError("a window start leaves no room for its window and target")
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:  # type: ignore[override]
@@ -104,17 +110,17 @@ class Windows(Split):
         return self.arrays["y"]
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.starts)
 
     def device_arrays(self) -> dict[str, np.ndarray]:
-        return {"series": self.series}
+        return {"series": self.series, "starts": self.starts}
 
     def gather(self, arrays: dict, idx, phase=0) -> dict:
         import jax
         import jax.numpy as jnp
 
         series = arrays["series"]
-        starts = jnp.asarray(idx) * self.stride + phase
+        starts = jnp.take(arrays["starts"], idx) + phase
         x = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(series, s, self.length))(starts)
         if self.target == "next":
             y = jnp.take(series, starts + self.length, axis=0)
@@ -128,7 +134,7 @@ class Windows(Split):
         return jax.random.randint(key, (), 0, self.stride) if self.stride > 1 else 0
 
     def sample(self, n: int = 2) -> dict[str, np.ndarray]:
-        starts = np.arange(min(n, len(self))) * self.stride
+        starts = self.starts[:n]
         offsets = np.arange(self.length)
         x = self.series[starts[:, None] + offsets]
         y = self.series[starts + self.length] if self.target == "next" else self.series[starts[:, None] + offsets + 1]

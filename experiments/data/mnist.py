@@ -77,19 +77,29 @@ FASHION_MNIST = _Source(
 )
 
 
-@register_dataset("mnist", schema=DataConfig)
+@dataclass
+class ImageDataConfig(DataConfig):
+    name: str = "mnist"
+    pixels: str = "standard"  # standard: (pixel/255 - mean) / std | unit: pixel/255 in [0, 1] (e.g. for BCE)
+
+    def __post_init__(self) -> None:
+        if self.pixels not in ("standard", "unit"):
+            raise UserError(f"bad value for 'data.pixels': '{self.pixels}'; allowed values: standard, unit")
+
+
+@register_dataset("mnist", schema=ImageDataConfig)
 def load_mnist(cfg: Any) -> Dataset:
     """MNIST handwritten digits: 60k train / 10k test 28x28x1 images, 10 classes (packaged)."""
     return _build(MNIST, cfg, _raw_arrays(MNIST, cfg), sequence=False)
 
 
-@register_dataset("fashion_mnist", schema=DataConfig)
+@register_dataset("fashion_mnist", schema=ImageDataConfig)
 def load_fashion_mnist(cfg: Any) -> Dataset:
     """Fashion-MNIST (Zalando): 60k train / 10k test 28x28x1 clothing images, 10 classes (downloaded once)."""
     return _build(FASHION_MNIST, cfg, _raw_arrays(FASHION_MNIST, cfg), sequence=False)
 
 
-@register_dataset("mnist_seq", schema=DataConfig)
+@register_dataset("mnist_seq", schema=ImageDataConfig)
 def load_mnist_seq(cfg: Any) -> Dataset:
     """MNIST as sequences: each image is 28 time steps (rows) of 28 features, shape (28, 28)."""
     return _build(MNIST, cfg, _raw_arrays(MNIST, cfg), sequence=True)
@@ -153,23 +163,28 @@ def _build(source: _Source, cfg: Any, raw: dict[str, np.ndarray], sequence: bool
     n_train = _subset_size(cfg.train_subset, len(raw["train_x"]), "train_subset", source.title)
     n_test = _subset_size(cfg.test_subset, len(raw["test_x"]), "test_subset", source.title)
     # Subset before converting to float, so that small runs do not pay for the full set.
-    train_x = _normalise(raw["train_x"][:n_train], source, sequence)
-    test_x = _normalise(raw["test_x"][:n_test], source, sequence)
+    unit = getattr(cfg, "pixels", "standard") == "unit"
+    train_x = _normalise(raw["train_x"][:n_train], source, sequence, unit)
+    test_x = _normalise(raw["test_x"][:n_test], source, sequence, unit)
     train_y = raw["train_y"][:n_train].astype(np.int32)
     test_y = raw["test_y"][:n_test].astype(np.int32)
     train, val = carve_validation(train_x, train_y, int(cfg.val_size))
     meta = {
         "class_names": list(source.class_names),
-        "normalisation": {"mean": source.mean, "std": source.std},
+        "normalisation": {"mean": 0.0, "std": 1.0} if unit else {"mean": source.mean, "std": source.std},
         "layout": "sequence (time, features)" if sequence else "image (height, width, channels)",
     }
     return Dataset(cfg.name, train, val, Split(test_x, test_y), num_classes=10, meta=meta)
 
 
-def _normalise(images: np.ndarray, source: _Source, sequence: bool) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (pixels/255 - mean)/std, with a channel axis unless `sequence`."""
+def _normalise(images: np.ndarray, source: _Source, sequence: bool, unit: bool = False) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (pixels/255 - mean)/std (or pixels/255 if `unit`), with a
+    channel axis unless `sequence`."""
     x = images.astype(np.float32)
     # In place, as one scale and one shift: no float64 or extra full-size temporaries.
+    if unit:
+        x *= np.float32(1.0 / 255.0)
+        return x if sequence else x[..., None]
     x *= np.float32(1.0 / (255.0 * source.std))
     x -= np.float32(source.mean / source.std)
     return x if sequence else x[..., None]

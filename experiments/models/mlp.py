@@ -55,4 +55,4 @@ class MLP(nn.Module):
 
 @register_model("mlp", schema=MLPConfig, description="multilayer perceptron on flattened inputs (dense + dropout)")
 def build(cfg: MLPConfig, info: DataInfo) -> MLP:
-    return MLP(hidden=tuple(cfg.hidden), num_classes=info.num_classes, activation=cfg.activation, dropout=cfg.dropout)
+    return MLP(hidden=tuple(cfg.hidden), num_classes=info.num_classes or info.output_size, activation=cfg.activation, dropout=cfg.dropout)

@@ -1,4 +1,5 @@
-"""Recurrent classifiers: a cell run over the time axis, its last output -> dense logits.
+"""Recurrent networks: a cell run over the time axis, its last output -> a dense layer
+(logits for a classifier, values for a regressor such as a one-step forecaster).
 
 Cells: `simple` (Y_t = phi(W_x^T X_t + W_y^T Y_{t-1} + b)), `lstm` and `gru`, all Flax's
 own cells run by `nn.RNN` (a lax.scan over time, so the step compiles once).
@@ -66,10 +67,13 @@ class Recurrent(nn.Module):
         return outputs[:, -1]
 
 
-class RNNClassifier(nn.Module):
+class RecurrentNet(nn.Module):
+    """A recurrent layer over the time axis; its last output -> a dense layer of `outputs`
+    (classes for a classifier, the target's size for a regressor)."""
+
     cell: str = "lstm"
     hidden: int = 128
-    num_classes: int = 10
+    outputs: int = 10
     activation: str = "tanh"
 
     @nn.compact
@@ -77,9 +81,10 @@ class RNNClassifier(nn.Module):
         if x.ndim == 4:  # images (B, H, W, 1) -> sequences of rows (B, H, W)
             x = x.reshape(x.shape[0], x.shape[1], -1)
         h = Recurrent(self.cell, self.hidden, self.activation, name="R1")(x)
-        return DenseAct(self.num_classes, name="Out")(h)
+        return DenseAct(self.outputs, name="Out")(h)
 
 
-@register_model("rnn", schema=RNNConfig, description="recurrent classifier (simple RNN / LSTM / GRU cell)")
-def build(cfg: RNNConfig, info: DataInfo) -> RNNClassifier:
-    return RNNClassifier(cfg.cell, cfg.hidden, info.num_classes, cfg.activation)
+@register_model("rnn", schema=RNNConfig,
+                description="recurrent net (simple RNN / LSTM / GRU cell), last output -> dense: classes or values")
+def build(cfg: RNNConfig, info: DataInfo) -> RecurrentNet:
+    return RecurrentNet(cfg.cell, cfg.hidden, info.num_classes or info.output_size, cfg.activation)

@@ -6,6 +6,7 @@ A target per example ([B, ...]) is scored as the mean over its values; per time 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import jax.numpy as jnp
 
@@ -16,13 +17,16 @@ from experiments.objectives import Metric, Objective, ObjectiveConfig, register_
 @dataclass
 class RegressionConfig(ObjectiveConfig):
     name: str = "regression"
+    # also score a baseline on the same examples: persistence (the last input step as the forecast)
+    baseline: Optional[str] = None
 
 
 class Regression(Objective):
-    metrics = (Metric("rmse", "min"), Metric("mae", "min"), Metric("loss", "min"))
-
-    def __init__(self, per_step: bool = False):
+    def __init__(self, per_step: bool = False, baseline: Optional[str] = None):
         self.per_step = per_step  # score each time step (axis 1) as its own example
+        self.baseline = baseline
+        extra = (Metric("persistence_rmse", "min"),) if baseline == "persistence" else ()
+        self.metrics = (Metric("rmse", "min"), Metric("mae", "min"), Metric("loss", "min"), *extra)
 
     def check(self, outputs_shape, batch_shapes):
         y = batch_shapes.get("y")
@@ -37,16 +41,25 @@ class Regression(Objective):
         keep = 2 if self.per_step else 1
         err = (pred - y).reshape(y.shape[:keep] + (-1,))
         w = weights(batch, err.shape[:keep])
-        return {"loss": jnp.sum(jnp.mean(err**2, -1) * w), "abs": jnp.sum(jnp.mean(jnp.abs(err), -1) * w),
-                "weight": jnp.sum(w)}
+        out = {"loss": jnp.sum(jnp.mean(err**2, -1) * w), "abs": jnp.sum(jnp.mean(jnp.abs(err), -1) * w),
+               "weight": jnp.sum(w)}
+        if self.baseline == "persistence":  # forecast = the window's last step
+            base = (batch["x"][:, -1].reshape(y.shape) - y).reshape(y.shape[:keep] + (-1,))
+            out["persistence_sq"] = jnp.sum(jnp.mean(base**2, -1) * w)
+        return out
 
     def finalize(self, s):
         n = max(s["weight"], 1e-12)
         mse = s["loss"] / n
-        return {"loss": mse, "rmse": mse**0.5, "mae": s["abs"] / n}
+        out = {"loss": mse, "rmse": mse**0.5, "mae": s["abs"] / n}
+        if "persistence_sq" in s:
+            out["persistence_rmse"] = (s["persistence_sq"] / n) ** 0.5
+        return out
 
 
 @register_objective("regression", schema=RegressionConfig)
 def build(cfg: RegressionConfig) -> Regression:
-    """mean squared error; RMSE, MAE"""
-    return Regression()
+    """mean squared error; RMSE, MAE (and a persistence baseline's RMSE)"""
+    if cfg.baseline not in (None, "persistence"):
+        raise UserError(f"bad value for 'objective.baseline': '{cfg.baseline}'; allowed values: persistence, null")
+    return Regression(baseline=cfg.baseline)

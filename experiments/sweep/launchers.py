@@ -56,7 +56,7 @@ def run_with_hydra_launcher(conf: str, trials: list[Trial], sweep_dir: Path, lau
     os.environ.setdefault(PREALLOCATE, "false")  # local workers (Ray, submitit, sbatch) inherit it
     overrides = [*map(_free_form, launcher_overrides), *_ray_existing_cluster(launcher_overrides),
                  f"hydra.sweep.dir={quote(str(Path(sweep_dir).resolve()))}"]
-    with _hydra() as hydra, _logging_kept():
+    with _hydra(conf) as hydra, _logging_kept():
         cfg = _compose_multirun(hydra, conf, overrides)
         name = cfg.hydra.runtime.choices.get("hydra/launcher")
         with _ray_session(name):
@@ -160,18 +160,22 @@ def _trial_overrides(conf: str, trial: Trial, added: set[str]) -> list[str]:
 
 
 class _hydra:
-    """Hydra initialised on nnrun's config directory (what `hydra.main` does), as a context."""
+    """Hydra initialised on the experiment's config directory (what `hydra.main` does), as a context."""
+
+    def __init__(self, conf: str):
+        self.conf = conf
 
     def __enter__(self) -> Any:
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
-        from experiments.hydra_bridge import _register_resolvers
-        from experiments.config import config_dir
+        from experiments.hydra_bridge import _register_resolvers, primary_dir, register_schemas
 
         _register_resolvers()
+        register_schemas()
         GlobalHydra.instance().clear()
-        self._init = initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="nnrun")
+        self._init = initialize_config_dir(config_dir=str(primary_dir(self.conf)), version_base="1.3",
+                                           job_name="nnrun")
         self._init.__enter__()
         return GlobalHydra.instance().hydra
 
@@ -188,8 +192,11 @@ def _compose_multirun(hydra: Any, conf: str, overrides: list[str]) -> DictConfig
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
+    from experiments.hydra_bridge import search_path
+
     try:
-        return hydra.compose_config(conf, overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=True)
+        return hydra.compose_config(conf, [*overrides, *search_path(conf)], run_mode=RunMode.MULTIRUN,
+                                    with_log_configuration=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         text = " ".join(str(err).split())
         if "hydra/launcher" in text and ("Could not find" in text or "Could not load" in text):

@@ -138,9 +138,9 @@ class _GroupLister:
     """What glob() needs from Hydra's config loader: the options of a config group."""
 
     def get_group_options(self, group: str, results_filter: Any = None) -> list[str]:
-        from experiments.config import config_dir
+        from experiments.config import config_dir, config_dirs
 
-        return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+        return sorted({p.stem for d in config_dirs() for p in (d / group).glob("*.yaml")})
 
 
 def split(overrides: list[str]) -> tuple[list[str], list[Param]]:
@@ -158,16 +158,17 @@ def split(overrides: list[str]) -> tuple[list[str], list[Param]]:
 
 
 def sweep_yaml_names() -> list[str]:
-    from experiments.config import config_dir
+    from experiments.config import config_dir, config_dirs
 
-    return sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
+    return sorted({p.stem for d in config_dirs() for p in (d / "sweep").glob("*.yaml")})
 
 
 def load_yaml(name: str) -> dict:
     """conf/sweep/<name>.yaml as a dict, checked for unknown keys."""
-    from experiments.config import config_dir
+    from experiments.config import config_dir, config_dirs
 
-    path = config_dir() / "sweep" / f"{name}.yaml"
+    path = next((d / "sweep" / f"{name}.yaml" for d in config_dirs() if (d / "sweep" / f"{name}.yaml").is_file()),
+                config_dir() / "sweep" / f"{name}.yaml")
     if not path.is_file():
         raise UserError(f"unknown sweep '{name}'; available in conf/sweep/: {', '.join(sweep_yaml_names()) or 'none'}")
     data = yaml.safe_load(path.read_text()) or {}

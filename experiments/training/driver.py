@@ -408,11 +408,26 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                 continue
             result = _summary_fields(lane, status, step_i, spe, bool(t.scan))
             if status == "completed":
-                result["test"] = evaluator(lane_state(state, k).inner, data.test)
+                final = lane_state(state, k).inner
+                result["test"] = evaluator(final, data.test)
+                if lane.exp.trainer.plots:
+                    _draw_figures_quietly(lane, final, data)
             else:
                 result["interrupted_by"] = stop.name
             results.append(result)
         return results
+
+
+def _draw_figures_quietly(lane: Lane, state: Any, data: Dataset) -> None:
+    """Figures are a convenience: a drawing problem must never turn a run into a failure."""
+    try:
+        from experiments.figures import draw_figures
+
+        draw_figures(lane.exp, lane.steps, state, data, lane.run.plots_dir)
+    except Exception as err:  # noqa: BLE001
+        import logging
+
+        logging.getLogger("nnrun").warning("could not draw figures: %s", err)
 
 
 class _LaneFiles:
