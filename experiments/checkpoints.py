@@ -7,8 +7,10 @@ when save() returns is what SIGTERM handling and "keep the last good one" rely o
 A save that fails (a full disk, a kill) never replaces a good checkpoint: orbax writes
 into <step>.orbax-checkpoint-tmp* and renames it when complete. The partial directory of
 a failed save is removed at once (it holds the space the run needs), and any left by a
-process that was killed is removed before the next save. A full disk becomes one line
-(runs.DiskFullError): the device, the last good checkpoint, and the resume command.
+process that was killed is removed when the next Checkpointer opens the directory (that
+process holds the run directory's lock, experiments/locks.py: no save is under way).
+A full disk becomes one line (runs.DiskFullError): the device, the last good
+checkpoint, and the resume command.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class Checkpointer:
         self.dir = Path(checkpoint_dir).resolve()
         self._keep = keep
         self._managers: dict[str, ocp.CheckpointManager] = {}
-        self._swept: set[str] = set()  # `which` whose leftovers of killed saves were removed
+        for which in ("last", "best"):  # left by a process killed while saving (the run lock is ours)
+            self.remove_partial(which)
 
     def _manager(self, which: str, create: bool = True) -> ocp.CheckpointManager:
         if which not in self._managers:
@@ -55,9 +58,6 @@ class Checkpointer:
         manager = self._manager(which)
         if step in manager.all_steps():
             return  # already saved at this step (e.g. an interrupt right after a periodic save)
-        if which not in self._swept:  # partial saves of a process killed while writing
-            self._swept.add(which)
-            self.remove_partial(which)
         _quiet_closed_loop_noise()  # installed before: a failed save's stragglers print right away
         try:
             manager.save(step, args=ocp.args.StandardSave(state), force=True)

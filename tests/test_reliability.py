@@ -529,19 +529,24 @@ def test_a_completed_run_extended_by_more_epochs_continues_from_its_last_checkpo
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
-    """SIGKILL a 4-epoch run at random moments, twice while it writes a checkpoint (`last`
-    once, `best` once), once while it is still starting up; resume after each (or, killed
-    before it had a checkpoint, start it again); then compare with an uninterrupted run:
-    same metrics records (each once), same summary, same last and best checkpoints."""
+    """SIGKILL a 4-epoch run at random moments: once while it is still starting up, three
+    times while it writes a checkpoint (`last` once, `best` once, and the final epoch's
+    `best`), the others at random; resume after each (or, killed before it had a
+    checkpoint, start it again); then compare with an uninterrupted run: same metrics
+    records (each once), same summary, same last and best checkpoints, and `nnrun eval`
+    evaluates the checkpoint the summary calls best."""
     rng = random.Random(14)
     args = [*TINY, "trainer.epochs=4"]
     reference = tmp_path / "reference"
     ref = finish(start("train", "conf=lenet5", *args, f"hydra.run.dir={reference}", cwd=tmp_path), 300)
     assert ref.code == 0, ref.err
+    final_step = read_json(reference / "summary.json")["steps_done"]
+    assert read_json(reference / "summary.json")["best"]["step"] == final_step  # so the last moment exists
 
     run_dir = tmp_path / "killed"
     fresh = ["train", "conf=lenet5", *args, f"hydra.run.dir={run_dir}"]
-    schedule = ["startup", "random", "checkpoint:last", "random", "checkpoint:best", "random"]
+    schedule = ["startup", "random", "checkpoint:last", "random", "checkpoint:best", "random",
+                f"checkpoint:best:{final_step}"]
     hits: list[str] = []
     proc = start(*fresh, cwd=tmp_path)
     try:
@@ -552,7 +557,7 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tm
             elif moment == "random":
                 wait_until(lambda: lock_holder(run_dir) == proc.pid, proc, "the run's lock")
                 time.sleep(rng.uniform(0.0, 3.0))
-            elif not _wait_for_checkpoint_write(proc, run_dir, moment.split(":")[1], since):
+            elif not _wait_for_checkpoint_write(proc, run_dir, *moment.split(":")[1:], since_ns=since):
                 break  # it finished first
             if proc.poll() is not None:
                 break  # it finished first
@@ -571,21 +576,25 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tm
     finally:
         stop(proc)
     assert last.code == 0, last.err
-    assert hits == ["checkpoint:last", "checkpoint:best"], f"kills during a checkpoint write: {hits}"
+    assert hits == [m for m in schedule if m.startswith("checkpoint")], f"kills during a checkpoint write: {hits}"
     assert not partial_checkpoints(run_dir)
     assert_same_results(run_dir, reference)
     metrics_file_is_whole(run_dir)
+    evaluated = finish(start("eval", str(run_dir), cwd=tmp_path), 120)
+    assert evaluated.code == 0, evaluated.err
+    assert read_json(run_dir / "eval.json")["step"] == read_json(run_dir / "summary.json")["best"]["step"]
 
 
-def _wait_for_checkpoint_write(proc: subprocess.Popen, run_dir: Path, which: str, since_ns: int,
-                               timeout: float = 300) -> bool:
-    """Until a `which` checkpoint directory is being written (created after `since_ns`);
-    False if the process ends first."""
+def _wait_for_checkpoint_write(proc: subprocess.Popen, run_dir: Path, which: str, step: Optional[str] = None, *,
+                               since_ns: int, timeout: float = 300) -> bool:
+    """Until a `which` checkpoint directory (of `step`, if given) is being written (created
+    after `since_ns`); False if the process ends first."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
         for p in partial_checkpoints(run_dir):
             try:
-                if p.parent.name == which and p.stat().st_ctime_ns >= since_ns:
+                if (p.parent.name == which and (step is None or p.name.split(".")[0] == step)
+                        and p.stat().st_ctime_ns >= since_ns):
                     return True
             except OSError:
                 pass  # renamed (finished) between the listing and the stat
