@@ -205,6 +205,35 @@ def test_a_stop_at_any_point_resumes_like_an_uninterrupted_run(where: str, nnrun
     assert ours["best"] == theirs["best"] and ours["test"] == pytest.approx(theirs["test"], rel=1e-6)
 
 
+def test_a_stop_inside_a_chunk_stepping_one_by_one_resumes_like_an_uninterrupted_run(
+        nnrun_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With trainer.scan=false the stop is seen after the very step it lands on, in the
+    middle of a logging chunk: the cut chunk is logged as partial and, on resume, whole."""
+    import experiments.runner as runner
+
+    class StopAfterPolls(_Stop):
+        polls = 0
+
+        def __bool__(self) -> bool:
+            StopAfterPolls.polls += 1
+            return StopAfterPolls.polls > 9  # the loop polls once a step and once a chunk: inside epoch 1
+
+    per_step = [*TINY, "trainer.scan=false"]
+    reference, run_dir = tmp_path / "reference", tmp_path / "stopped"
+    monkeypatch.setattr(runner, "StopRequest", _Stop)
+    assert nnrun_cli("train", "conf=lenet5", *per_step, f"hydra.run.dir={reference}").code == 0
+    monkeypatch.setattr(runner, "StopRequest", StopAfterPolls)
+    assert nnrun_cli("train", "conf=lenet5", *per_step, f"hydra.run.dir={run_dir}").code == 130
+    stopped_at = read_json(run_dir / "summary.json")["steps_done"]
+    assert 0 < stopped_at < STEPS_PER_EPOCH and stopped_at % 5 != 0  # inside a chunk
+    assert any(r.get("partial") for r in read_metrics(run_dir))
+    monkeypatch.setattr(runner, "StopRequest", _Stop)
+    assert nnrun_cli("train", f"resume={run_dir}").code == 0
+    assert _records(run_dir) == _records(reference)
+    ours, theirs = read_json(run_dir / "summary.json"), read_json(reference / "summary.json")
+    assert ours["best"] == theirs["best"] and ours["test"] == theirs["test"]
+
+
 def _records(run_dir: Path) -> list[dict]:
     skip = {"time", "examples_per_s"}
     return [{k: v for k, v in r.items() if k not in skip} for r in read_metrics(run_dir)]

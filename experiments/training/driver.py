@@ -42,6 +42,7 @@ class LoopState(struct.PyTreeNode):
     step: jax.Array  # int32 scalar: steps taken
     inner: Any  # the trainer's own state (parameters, optimizer state, ...)
     sums: dict  # the objective's metric sums over the current epoch
+    chunk_sums: dict  # `sums` when the current logging chunk began (a resume mid-chunk logs it whole)
     first_bad_step: jax.Array  # first step (1-based, like `step` after it) with a non-finite loss, -1 if none
 
 
@@ -96,8 +97,8 @@ def make_step(steps_for: Callable[[dict], Steps], split: Split, batch_size: int,
         total = jax.tree.map(jnp.add, state.sums, sums)
         # a finite loss so large that the running sum overflows is a diverged run too
         bad = (state.first_bad_step < 0) & ~(jnp.isfinite(sums["loss"]) & jnp.isfinite(total["loss"]))
-        return LoopState(step=state.step + 1, inner=inner, sums=total,
-                         first_bad_step=jnp.where(bad, state.step + 1, state.first_bad_step))
+        return state.replace(step=state.step + 1, inner=inner, sums=total,
+                             first_bad_step=jnp.where(bad, state.step + 1, state.first_bad_step))
 
     return step
 
@@ -280,7 +281,8 @@ def initial_state(steps: Steps, key: jax.Array, data: Dataset) -> LoopState:
     def init(key):
         inner = steps.init(init_key(key), sample)
         sums = jax.eval_shape(steps.train_step, inner, sample, step_streams(key, jnp.zeros((), jnp.int32)))[1]
-        return LoopState(step=jnp.zeros((), jnp.int32), inner=inner, sums=jax.tree.map(jnp.zeros_like, sums),
+        zeros = jax.tree.map(jnp.zeros_like, sums)
+        return LoopState(step=jnp.zeros((), jnp.int32), inner=inner, sums=zeros, chunk_sums=zeros,
                          first_bad_step=jnp.full((), -1, jnp.int32))
 
     return jax.jit(init)(key)
@@ -298,7 +300,13 @@ def _stack(states: list) -> Any:
 
 @jax.jit
 def _zero_sums(state: LoopState) -> LoopState:
-    return state.replace(sums=jax.tree.map(jnp.zeros_like, state.sums))
+    zeros = jax.tree.map(jnp.zeros_like, state.sums)
+    return state.replace(sums=zeros, chunk_sums=zeros)
+
+
+@jax.jit
+def _mark_chunk(state: LoopState) -> LoopState:
+    return state.replace(chunk_sums=state.sums)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -364,20 +372,23 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                 i = start_i if epoch == start_epoch else 0
                 if i == 0:
                     state = _zero_sums(state)
-                prev = _host_sums(state, vectorized)
-                sums = prev
+                prev = _host_sums(state.chunk_sums, vectorized)
+                sums = _host_sums(state.sums, vectorized)
                 while i < spe and step_i < total_steps and not stop:
-                    n = min(t.log_every, spe - i, total_steps - step_i)
+                    # chunks are aligned within the epoch, so a resumed run logs the same records
+                    n = min(t.log_every - i % t.log_every, spe - i, total_steps - step_i)
                     chunk_start = time.perf_counter()
                     state, n = run_chunk(state, (hp, arrays, plan), i, n, step_fn, chunk_fn, t.log_every, stop)
-                    sums = _host_sums(state, vectorized)  # the one host sync per chunk
+                    sums = _host_sums(state.sums, vectorized)  # the one host sync per chunk
                     elapsed = time.perf_counter() - chunk_start
                     i, step_i = i + n, step_i + n
                     _fail_diverged(lanes, state, vectorized, on_failure)
+                    cut = i % t.log_every != 0 and i != spe  # a stop or a max_steps cap inside a chunk
                     shown = [_log_chunk(lane, ref.objective, sums[k], prev[k], elapsed, n * t.batch_size, step_i,
-                                        epoch + i / spe)
+                                        epoch + i / spe, cut)
                              for k, lane in enumerate(lanes) if lane.alive]
-                    prev = sums
+                    if not cut:
+                        state, prev = _mark_chunk(state), sums
                     if shown:  # the lanes' mean metrics and their total throughput
                         ips = shown[0][1] and sum(s[1] for s in shown)
                         progress.update(epoch, i, {m: float(np.mean([s[0][m] for s in shown])) for m in shown[0][0]},
@@ -449,9 +460,9 @@ class _LaneFiles:
                     closeable.close()
 
 
-def _host_sums(state: LoopState, vectorized: bool) -> list[dict]:
-    """Each lane's epoch sums as host floats."""
-    sums = jax.device_get(state.sums)
+def _host_sums(sums: dict, vectorized: bool) -> list[dict]:
+    """Each lane's sums as host floats."""
+    sums = jax.device_get(sums)
     if not vectorized:
         return [{k: float(v) for k, v in sums.items()}]
     size = len(next(iter(sums.values())))
@@ -470,7 +481,7 @@ def _fail_diverged(lanes: list[Lane], state: LoopState, vectorized: bool, on_fai
 
 
 def _log_chunk(lane: Lane, objective: Objective, sums: dict, prev: dict, elapsed: float, examples: int,
-               step: int, epoch: float) -> tuple[dict, Optional[float]]:
+               step: int, epoch: float, cut: bool) -> tuple[dict, Optional[float]]:
     """Append a chunk's train record; returns its metrics and examples/s."""
     metrics = objective.finalize({k: sums[k] - prev.get(k, 0.0) for k in sums})
     # the first chunk includes compilation, so it reports no throughput
@@ -479,7 +490,7 @@ def _log_chunk(lane: Lane, objective: Objective, sums: dict, prev: dict, elapsed
         lane.history.first_chunk_s = elapsed
     lr = lane.steps.learning_rate(step - 1)
     lane.log({"step": step, "epoch": epoch, "split": "train", **metrics, **({"lr": lr} if lr is not None else {}),
-              "examples_per_s": ips, "time": time.time()})
+              "examples_per_s": ips, "time": time.time(), **({"partial": True} if cut else {})})
     return metrics, ips
 
 
@@ -510,7 +521,7 @@ def _restore_for_resume(lane: Lane, state: LoopState, names: list[str]) -> LoopS
     run.truncate_metrics(step)
     records = run.metrics()
     kept = [r for r in records if not r.get("partial")]
-    if len(kept) != len(records):  # a capped run's partial epoch: the continued run validates it in full
+    if len(kept) != len(records):  # a chunk or epoch cut short by a stop or a cap: the continued run logs it whole
         write_text_atomic(run.dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
     lane.history = History.from_metrics(kept, lane.history.metric, names)
     return state
