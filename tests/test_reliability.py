@@ -180,18 +180,20 @@ def test_a_second_writer_of_a_run_fails_at_once_and_the_first_is_untouched(tmp_p
 
 def test_a_second_sweep_in_a_running_sweep_directory_fails_at_once(tmp_path: Path) -> None:
     """`nnrun sweep --resume DIR` while another `nnrun sweep` runs DIR: one line naming
-    the directory and the pid holding it; the running sweep goes on."""
+    the directory and the pid holding it; a new sweep into DIR is refused too; the
+    running sweep goes on."""
     sweep_dir = tmp_path / "sweep"
     a = start("sweep", "conf=lenet5", "seed=0,1", *TINY, "trainer.epochs=1000", f"hydra.sweep.dir={sweep_dir}",
               cwd=tmp_path)
     try:
         wait_until(lambda: lock_holder(sweep_dir) == a.pid and (sweep_dir / "sweep.json").is_file(), a,
                    "the sweep directory locked by the sweep")
-        before = (sweep_dir / "sweep.json").read_bytes()
-        second = finish(start("sweep", "--resume", str(sweep_dir), cwd=tmp_path), 120)
+        b = start("sweep", "--resume", str(sweep_dir), cwd=tmp_path)
+        c = start("sweep", "conf=lenet5", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+        second, third = finish(b, 120), finish(c, 120)
         assert a.poll() is None, "the first sweep should still be running"
         assert_one_line_error(second, f"sweep directory {sweep_dir} is in use by process {a.pid}")
-        assert (sweep_dir / "sweep.json").read_bytes() == before or a.poll() is None
+        assert_one_line_error(third, f"sweep directory {sweep_dir} already exists and is not empty")
         a.send_signal(signal.SIGINT)  # the sweep checkpoints its trial and exits 130
         first = finish(a, 180)
     finally:
