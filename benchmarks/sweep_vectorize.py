@@ -104,7 +104,7 @@ def remaining_seconds(out: Path, trials: list, epochs: int) -> float:
     tid = trials[0][0]
     batch = yaml.safe_load((out / tid / "config.yaml").read_text())["trainer"]["batch_size"]
     records = [json.loads(line) for line in (out / tid / "metrics.jsonl").read_text().splitlines()]
-    ips = [r["images_per_s"] for r in records if r.get("split") == "train" and r.get("images_per_s")]
+    ips = [r["examples_per_s"] for r in records if r.get("split") == "train" and r.get("examples_per_s")]
     summary = summaries(out, trials[:1])[0]
     steps = epochs * summary["steps_per_epoch"] - summary["steps_done"]
     return max(steps, 0) * batch / statistics.median(ips)

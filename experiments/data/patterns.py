@@ -9,12 +9,12 @@ validation split, and `val_size`, `train_subset` and `test_subset` are ignored.
 """
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from experiments.data.idx import read_idx_gz_cached
 from experiments.data import DataConfig, Dataset, Split, register_dataset
 from experiments.errors import UserError
 
@@ -236,18 +236,6 @@ def load_letters(cfg: PatternsConfig) -> Dataset:
 # --------------------------------------------------------------------------- MNIST digits
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read a gzipped IDX file (big-endian header: magic, then one uint32 per dimension)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    got = int.from_bytes(data[:4], "big")
-    if got != magic:
-        raise UserError(f"{path} is not an IDX file of the expected kind (magic {got}, expected {magic})")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def _mnist_test_set(root: str | None) -> tuple[np.ndarray, np.ndarray]:
     # Read the files directly rather than through experiments.data.mnist: only the
     # 10k test images are needed and this keeps the two datasets independent.
@@ -256,7 +244,11 @@ def _mnist_test_set(root: str | None) -> tuple[np.ndarray, np.ndarray]:
     missing = [str(p) for p in (img, lab) if not p.is_file()]
     if missing:
         raise UserError(f"MNIST file(s) not found: {', '.join(missing)}; point data.root at the MNIST directory")
-    return _read_idx(img, 2051), _read_idx(lab, 2049)
+    images, labels = read_idx_gz_cached(img), read_idx_gz_cached(lab)  # the checked IDX reader
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"{img} and {lab} are not MNIST test images and labels (shapes {images.shape}, "
+                        f"{labels.shape}); point data.root at the MNIST directory")
+    return images, labels
 
 
 def digit_prototype(images: np.ndarray, labels: np.ndarray, digit: int, crop: int = 4, factor: int = 2) -> np.ndarray:

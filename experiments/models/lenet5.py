@@ -5,9 +5,9 @@ Subsampling is 2x2 average pooling followed by tanh, as in the paper's table (th
 trainable subsampling coefficients are dropped, as in most modern reproductions).
 
 `layout` picks how activations are stored between layers (patch_conv.py): CHWN (batch
-minor, convolutions as matmuls), the default, trained 2.5-3.5x faster than NHWC (the
-backend's own convolution) on the 2-core CPU and as fast or faster on an H200
-(benchmarks/lenet5_layouts.py).
+minor, convolutions as matmuls), the default because benchmarks/lenet5_layouts.py measured
+it faster than NHWC (the backend's own convolution) on CPU and at least as fast on GPU
+(numbers: docs/results.md).
 """
 from __future__ import annotations
 

@@ -6,9 +6,8 @@ and every elementwise op after them works on arrays whose minor axis has 6 or 16
 elements. Keeping activations as (C, H, W, N) -- "CHWN", batch minor -- turns every
 convolution and both of its gradients into one well-shaped matmul over a long axis
 (kh*kw*C x oh*ow*N), and lets tanh, pooling and their gradients vectorise along the
-batch. Measured on the 2-core AVX2 machine, LeNet5 Adam steps at batch 128: about 3.6k
-images/s with XLA's NHWC convolution, 9.5k to 13k with this; on an H200 it matched
-cuDNN's NHWC convolution at batch 128 and beat it 1.4x at batch 1024 (docs/results.md).
+batch. The speed it buys, on CPU and GPU, is measured by benchmarks/lenet5_layouts.py
+(numbers: docs/results.md).
 
 The gradient is written by hand (custom_vjp) because the automatic transpose of the
 patch extraction is 25 pad+add ops that XLA fused into the next consumer, recomputing
@@ -80,8 +79,8 @@ def conv_chwn(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: str
 
 
 def _conv_fwd(x, kernel, stride, padding):
-    # the patches are recomputed in the backward pass rather than saved: same measured
-    # speed, and a kh*kw-times smaller residual
+    # the patches are recomputed in the backward pass rather than saved: no slower when
+    # measured, and a kh*kw-times smaller residual
     return conv_chwn(x, kernel, stride, padding), (x, kernel)
 
 
