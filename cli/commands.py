@@ -84,7 +84,8 @@ def _already_complete(run_dir: Path, task_cfg) -> Optional[str]:
     epochs_done = summary.get("epochs_done")
     ran = f"{epochs_done:g} epochs, {done} steps" if isinstance(epochs_done, (int, float)) else f"{done} steps"
     test = summary.get("test") or {}
-    result = f"; test accuracy {test['accuracy']:.4f}" if isinstance(test.get("accuracy"), float) else ""
+    primary = next(iter(summary.get("metrics") or {}), None)  # the objective's first declared metric
+    result = f"; test {primary} {test[primary]:.4g}" if primary and isinstance(test.get(primary), float) else ""
     more = (f" To train it further, add trainer.epochs=<more than {epochs}> (it continues from its last checkpoint; "
             "the lr schedule is recomputed for the new number of epochs)." if isinstance(epochs, int) else "")
     return f"run {run_dir} is already complete ({ran}{result}); nothing to do, nothing was written.{more}"

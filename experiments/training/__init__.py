@@ -135,9 +135,9 @@ def evaluate_experiment(exp: Any, run_dir: Any, split: str, which: str) -> dict:
 class RankingMetrics:
     """Where a run's ranking numbers live in its summary.json, for sweeps and tables."""
 
-    best: str  # e.g. best.accuracy (validation), or test.* for trainers without validation
+    best: str  # e.g. best.rmse (validation), or test.* for trainers without validation
     direction: str  # max | min
-    test: str  # e.g. test.accuracy
+    test: str  # e.g. test.rmse
 
 
 def ranking_metrics(exp: Any) -> RankingMetrics:
