@@ -113,23 +113,38 @@ def _resume_overrides(run_dir: Path, conf: Optional[str], extra: list[str]) -> t
 
 def _print_run_summary(summary: dict) -> int:
     table = Table(title=f"{summary['experiment']}: {summary['status']}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(overflow="fold")
     for key, value in _summary_rows(summary):
         table.add_row(key, value)
     console.print(table)
+    # whole, on its own line, never folded or cut: the one thing a user copies next
+    console.print(f"run dir: {summary['run_dir']}", markup=False, highlight=False, soft_wrap=True)
     return 0 if summary["status"] == "completed" else 130
 
 
 def _summary_rows(summary: dict) -> list[tuple[str, str]]:
     rows = []
-    for section in ("test", "best", "final"):
+    source = summary.get("test_from") or {}
+    labels = {"test": f"test ({source['checkpoint']} ckpt, step {source['step']})" if source else "test",
+              "test_last": f"test (last, step {summary.get('steps_done', '-')})", "best": "val (best)",
+              "final": "final"}
+    sections = ["test", "best"]
+    if summary.get("test_last") is not None and summary.get("test_last") != summary.get("test"):
+        sections.insert(1, "test_last")
+    for section in sections:
         value = summary.get(section)
         if isinstance(value, dict):
             for k, v in _flatten(value).items():
-                rows.append((f"{section}.{k}", _fmt(v)))
+                if section == "best" and k in ("epoch", "step"):
+                    continue
+                rows.append((f"{labels[section]} {k}", _fmt(v)))
+    if isinstance(summary.get("best"), dict) and "step" in summary["best"]:
+        rows.append(("best at", f"epoch {_fmt(summary['best'].get('epoch'))}, step {summary['best']['step']}"))
     rows += [("steps", str(summary.get("steps_done", "-"))), ("epochs", _fmt(summary.get("epochs_done", "-"))),
-             ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"), ("run dir", summary["run_dir"])]
+             ("wall time", f"{summary.get('wall_time_s', 0):.1f} s")]
+    if isinstance(summary.get("examples_per_s"), (int, float)):
+        rows.append(("throughput", f"{summary['examples_per_s']:,.0f} examples/s (steady state)"))
     return rows
 
 
@@ -143,8 +158,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+def _fmt(v, digits: int = 4) -> str:
+    """Floats to `digits` significant digits (0.9916, 0.02712, 1.234e-05), integers whole."""
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.{digits}g}"
+    return str(v)
 
 
 def evaluate(run_dir: Path, which: str, split: str) -> int:
@@ -162,15 +182,25 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
         if not (run_dir / "checkpoints").is_dir():
             raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
         metrics = evaluate_experiment(exp, run_dir, split=split, which=which)
-        write_json_atomic(run_dir / "eval.json", metrics)
-    table = Table(title=f"eval {run_dir.name}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+        path = run_dir / eval_file(metrics.get("checkpoint", which), metrics.get("split", split))
+        write_json_atomic(path, metrics)
+        write_json_atomic(run_dir / "eval.json", metrics)  # the latest eval, whichever it was
+    step = f", step {metrics['step']}" if "step" in metrics else ""
+    table = Table(title=f"eval {run_dir.name}: {metrics.get('split', split)} split, "
+                        f"{metrics.get('checkpoint', which)} checkpoint{step}")
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
     for k, v in _flatten(metrics).items():
-        table.add_row(k, _fmt(v))
+        if k not in ("split", "checkpoint", "step"):
+            table.add_row(k, _fmt(v))
     console.print(table)
-    console.print(f"wrote {run_dir / 'eval.json'}")
+    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def eval_file(which: str, split: str) -> str:
+    """One file per (checkpoint, split), so that evaluations never overwrite each other."""
+    return f"eval-{which}-{split}.json"
 
 
 def show(conf: Optional[str], overrides: list[str]) -> int:
@@ -181,21 +211,50 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
     conf = hb.check_experiment(conf)
     exp = validate(hb.task_config(hb.compose(conf, overrides)[0]))
     columns, rows, totals = model_table(exp)
-    table = Table(title=f"{conf}: model '{exp.model.name}' on '{exp.data.name}'")
-    for c in columns:
-        table.add_column(c, justify="right" if c in ("Params", "FLOPs") else "left")
-    for row in rows:
-        table.add_row(*row)
-    table.add_section()
-    table.add_row(*totals)
+    title = f"{conf}: model '{exp.model.name}' on '{exp.data.name}'"
+    keep = list(range(len(columns)))
+
+    def build() -> Table:
+        table = Table(title=title)
+        for i in keep:
+            c = columns[i]
+            table.add_column(c, justify="right" if c in ("Params", "FLOPs") else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        table.add_section()
+        table.add_row(*(totals[i] for i in keep))
+        return table
+
+    table = build()
+    dropped = []
+    for name in SHOW_DROP_ORDER:  # too narrow a terminal: drop what repeats or matters least, never cut values
+        if natural_width(table) <= console.width or name not in columns:
+            continue
+        keep.remove(columns.index(name))
+        dropped.append(name)
+        table = build()
     console.print(table)
+    if dropped:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; a wider terminal shows them)",
+                      markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
-def list_all() -> int:
+def natural_width(renderable) -> int:
+    """Columns `renderable` takes when nothing is folded or cut."""
+    return console.measure(renderable, options=console.options.update_width(10_000)).maximum
+
+
+SHOW_DROP_ORDER = ("Maps/Units", "Stride", "Kernel", "Activation", "Type")  # low value first
+
+
+def list_all(plugins: Optional[list[str]] = None) -> int:
     from rich.markup import escape
 
     from experiments.config import experiment_file, experiment_names
+    from experiments.registry import load_plugins
+
+    load_plugins(plugins or [])  # installed nnrun.plugins entry points, and --plugin files or modules
     from experiments.data import DATASETS
     from experiments.models import MODELS
     from experiments.objectives import OBJECTIVES
@@ -203,9 +262,9 @@ def list_all() -> int:
     from experiments.training import TRAINERS
 
     table = Table(title="nnrun")
-    table.add_column("kind")
-    table.add_column("name")
-    table.add_column("description")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=1)  # folds onto more lines, never cut
     for name in experiment_names():
         table.add_row("experiment", name, _header_comment(experiment_file(name)))
     for name, entry in MODELS.items():

@@ -20,25 +20,70 @@ app = typer.Typer(
     "Examples: nnrun train conf=lenet5 optim.lr=0.01 | nnrun eval outputs/lenet5/<run> | nnrun show conf=lenet5",
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
-STATE = {"debug": False}
+STATE = {"debug": False, "plugins": []}
+VALUE_OPTIONS = ("--plugin", "--config-dir")  # also accepted after the command, among the overrides
 
 
 def _split_conf(args: List[str]) -> tuple[Optional[str], Optional[str], list[str]]:
-    """Pull `conf=NAME` and `resume=DIR` out of the Hydra overrides."""
-    conf = resume = None
-    rest = []
-    for a in args:
-        if a.startswith("conf="):
-            conf = a.split("=", 1)[1]
-        elif a.startswith("resume="):
-            resume = a.split("=", 1)[1]
-        elif a.startswith("-"):
-            from experiments.errors import UserError
+    """Pull `conf=NAME`, `resume=DIR`, `--plugin X` and `--config-dir DIR` out of the Hydra overrides."""
+    from experiments.errors import UserError
 
+    conf = resume = None
+    rest: list[str] = []
+    plugins = list(STATE["plugins"])
+    args = list(args)
+    while args:
+        a = args.pop(0)
+        option, _, value = a.partition("=")
+        if option in VALUE_OPTIONS:
+            if not value:
+                if not args or args[0].startswith("-"):
+                    raise UserError(f"option {option} needs a value, e.g. {option} "
+                                    f"{'my_models.py' if option == '--plugin' else './conf'}")
+                value = args.pop(0)
+            if option == "--plugin":
+                plugins.append(value)
+            else:
+                use_config_dir(value)
+        elif a.startswith("conf="):
+            conf = value
+        elif a.startswith("resume="):
+            resume = value
+        elif a.startswith("-"):
             raise UserError(f"unknown option '{a}'; see `nnrun {sys.argv[1] if len(sys.argv) > 1 else ''} --help`")
         else:
             rest.append(a)
+    if plugins:
+        rest = _with_plugins(conf, rest, plugins)
     return conf, resume, rest
+
+
+def _with_plugins(conf: Optional[str], overrides: list[str], plugins: list[str]) -> list[str]:
+    """--plugin X as a `plugins=[...]` override, added to the experiment's own list, so the
+    run's config (and each sweep trial's) records it."""
+    from experiments.hydra_bridge import plugin_specs, quote
+    from experiments.config import experiment_names
+    from experiments.registry import resolve_plugin
+
+    own = plugin_specs(conf, overrides)[0] if conf and conf in experiment_names() else []
+    specs = list(dict.fromkeys(resolve_plugin(s) for s in [*own, *plugins]))
+    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"),
+            f"plugins=[{','.join(quote(s) for s in specs)}]"]
+
+
+def use_config_dir(path: str) -> None:
+    """--config-dir DIR: searched before ./conf and nnrun's own (through $NNRUN_CONFIG_DIR, so
+    that sweep trials, which are child processes, search it too)."""
+    import os
+
+    from experiments.errors import UserError
+
+    d = Path(path).expanduser().resolve()
+    if not d.is_dir():
+        raise UserError(f"--config-dir {path}: no such directory; give a folder that holds <experiment>.yaml "
+                        "and/or group folders (model/, data/, ...)")
+    old = [p for p in os.environ.get("NNRUN_CONFIG_DIR", "").split(os.pathsep) if p and p != str(d)]
+    os.environ["NNRUN_CONFIG_DIR"] = os.pathsep.join([str(d), *old])
 
 
 @app.command(context_settings=OVERRIDES)
@@ -48,8 +93,8 @@ def train(
 ):
     """Train an experiment: nnrun train conf=<name> [key=value ...] | nnrun train resume=<run_dir>
 
-    Everything after conf= is a Hydra override (optim.lr=0.01, model=lstm, +x=1, ~y,
-    hydra.run.dir=DIR)."""
+    Everything after conf= is a Hydra override (optim.lr=0.01, model=mlp, model.cell=gru,
+    optim=sgd, trainer.epochs=3, hydra.run.dir=DIR); `nnrun list` names every choice."""
     from cli import commands
 
     conf, resume, overrides = _split_conf(ctx.args)
@@ -92,7 +137,8 @@ def sweep(
     """Run a hyperparameter sweep: nnrun sweep conf=<name> optim.lr=0.1,0.01 seed=0,1,2 [sweep=<name>]
 
     Hydra's sweep grammar: comma lists, range(), choice(), interval(), group choices
-    (model=lstm,gru). Each trial gets its own run directory under the sweep directory."""
+    (optim=adam,sgd; on conf=lstm_mnist, model.cell=lstm,gru). Each trial gets its own run
+    directory under the sweep directory."""
     from cli import sweep_cmd
 
     conf, _, overrides = _split_conf(ctx.args)
@@ -105,12 +151,23 @@ def list_():
     """List the experiments, models, datasets, optimizers, schedules and trainers."""
     from cli import commands
 
-    raise typer.Exit(commands.list_all())
+    raise typer.Exit(commands.list_all(STATE["plugins"]))
 
 
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
+    config_dir: Optional[Path] = typer.Option(
+        None, "--config-dir", help="A folder of your own configs (<experiment>.yaml, model/, data/, ...), "
+        "searched before ./conf and nnrun's own. Also after the command."),
+    plugin: Optional[List[str]] = typer.Option(
+        None, "--plugin", help="A Python file or module that registers models, datasets, objectives, ... "
+        "(repeatable; also after the command, or plugins=[...] in a config)."),
+):
     STATE["debug"] = STATE["debug"] or debug
+    STATE["plugins"] = list(plugin or [])
+    if config_dir is not None:
+        use_config_dir(str(config_dir))
 
 
 def run() -> None:

@@ -17,7 +17,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from experiments.errors import UserError
 
-BASE_KEYS = ("seed", "model", "data", "objective", "trainer", "resume")
+BASE_KEYS = ("seed", "model", "data", "objective", "trainer", "resume", "plugins")
 
 
 def config_dir() -> Path:
@@ -80,6 +80,21 @@ def _typed(group: str, schema: type, node: Any) -> Any:
         raise UserError(f"invalid config in '{group}': {str(err).splitlines()[0]}") from err
 
 
+def _load_plugins(value: Any) -> None:
+    from experiments.registry import load_plugins
+
+    if value is None:
+        specs = []
+    elif isinstance(value, str):
+        specs = [value]
+    else:
+        specs = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else None
+    if specs is None or not all(isinstance(s, str) for s in specs):
+        raise UserError(f"bad value for 'plugins': {value!r}; it is a list of Python files or module names, "
+                        "e.g. plugins=[my_models.py]")
+    load_plugins(specs)
+
+
 @dataclass
 class Experiment:
     """A validated experiment: one typed object per config group."""
@@ -111,6 +126,7 @@ def validate(cfg: DictConfig) -> Experiment:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise UserError(f"config interpolation failed: {str(err).splitlines()[0]}") from err
+    _load_plugins(cfg.get("plugins"))  # a run's saved config names the modules that registered its model
     for required in ("model", "data", "trainer"):
         if cfg.get(required) is None:
             raise UserError(f"config has no '{required}' group; pick one with {required}=<name> (see `nnrun list`)")

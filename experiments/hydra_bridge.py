@@ -7,6 +7,7 @@ directories, logging, sweepers and launcher plugins all keep working.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import secrets
 import sys
@@ -62,17 +63,17 @@ def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
-    register_schemas()
     check_experiment(conf)
-    overrides = list(overrides)
+    overrides = load_plugins_for(conf, list(overrides))
+    register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(primary_dir(conf)), version_base="1.3", job_name="nnrun"):
-            cfg = hydra_compose(config_name=conf, overrides=[*overrides, *search_path(conf)],
+            cfg = hydra_compose(config_name=conf, overrides=with_search_path(conf, overrides),
                                 return_hydra_config=True)
             return cfg, overrides
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise UserError(_override_error(err, overrides)) from err
+        raise UserError(_override_error(err, overrides, conf)) from err
     finally:
         GlobalHydra.instance().clear()
 
@@ -84,11 +85,79 @@ def primary_dir(conf: str) -> Path:
     return experiment_file(conf).parent
 
 
-def search_path(conf: str) -> list[str]:
+def search_path(conf: str, user: Optional[list[str]] = None) -> list[str]:
     """The other config directories (the user's and nnrun's own), as a Hydra override:
-    groups and _base resolve in any of them."""
-    dirs = [d for d in config_dirs() if d != primary_dir(conf)]
-    return [f"hydra.searchpath=[{','.join(quote('file://' + str(d)) for d in dirs)}]"] if dirs else []
+    groups and _base resolve in any of them. `user`: entries of the user's own
+    `hydra.searchpath=[...]` override, searched first."""
+    dirs = [quote("file://" + str(d)) for d in config_dirs() if d != primary_dir(conf)]
+    entries = [*(quote(e) for e in user or []), *dirs]
+    return [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
+
+
+def with_search_path(conf: str, overrides: list[str]) -> list[str]:
+    """`overrides` with one `hydra.searchpath` override: the user's entries (if they gave
+    one) before the user config directories and nnrun's own."""
+    user: list[str] = []
+    rest = []
+    for o in overrides:
+        if o.lstrip("+~").split("=", 1)[0] == "hydra.searchpath":
+            value = _yaml_value(o.split("=", 1)[1]) if "=" in o else None
+            user += [str(v) for v in (value if isinstance(value, list) else [value] if value else [])]
+        else:
+            rest.append(o)
+    return [*rest, *search_path(conf, user)]
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"cannot read the value '{text}': {' '.join(str(err).split())[:200]}") from err
+
+
+def plugin_specs(conf: str, overrides: list[str]) -> tuple[list[str], bool]:
+    """The plugins an experiment asks for: a `plugins=[...]` override, else the
+    experiment file's own `plugins:` list. Returns them and whether an override gave them."""
+    from experiments.config import experiment_file
+
+    for o in reversed(overrides):
+        if o.lstrip("+~").split("=", 1)[0] == "plugins" and "=" in o:
+            value = _yaml_value(o.split("=", 1)[1])
+            return _as_list(value, o), True
+    import yaml
+
+    try:
+        data = yaml.safe_load(experiment_file(conf).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return [], False  # Hydra reports an unreadable experiment file with its own words
+    return _as_list(data.get("plugins") if isinstance(data, dict) else None, "plugins:"), False
+
+
+def _as_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items):
+        raise UserError(f"bad value in '{where}': plugins is a list of Python files or module names, "
+                        "e.g. plugins=[my_models.py]")
+    return items
+
+
+def load_plugins_for(conf: str, overrides: list[str]) -> list[str]:
+    """Load the installed `nnrun.plugins` entry points and the experiment's plugins (before
+    their schemas are needed); return the overrides with file plugins made absolute, so the
+    run's config records where they are (for eval, resume and sweep trials)."""
+    from experiments.registry import is_plugin_file, load_plugins, resolve_plugin
+
+    specs, given = plugin_specs(conf, overrides)
+    load_plugins(specs)
+    if not any(is_plugin_file(s) for s in specs):
+        return overrides
+    resolved = [resolve_plugin(s) for s in specs]
+    value = f"plugins=[{','.join(quote(s) for s in resolved)}]"
+    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"), value]
 
 
 def _schema_fields(group: str) -> set[str]:
@@ -109,14 +178,46 @@ def _registries() -> dict:
             "optim": OPTIMIZERS, "schedule": SCHEDULES}
 
 
-def _override_error(err: Exception, overrides: list[str]) -> str:
+def _chosen_fields(conf: Optional[str], overrides: list[str], key: str) -> tuple[Optional[str], list[str]]:
+    """The entry chosen for `key`'s group (e.g. the model `lenet5` for model.hiden) and its
+    schema's keys, from the config composed without the offending override; else every
+    entry's keys of the group."""
+    from dataclasses import fields
+
+    group = key.split(".")[0]
+    registry = _registries().get(group)
+    if registry is None:
+        return None, []
+    if conf is not None:
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(primary_dir(conf)), version_base="1.3", job_name="nnrun"):
+                cfg = hydra_compose(config_name=conf, overrides=with_search_path(conf, rest))
+            name = registry.canonical(str(cfg[group].name))
+            return name, sorted(f.name for f in fields(registry.get(name).schema))
+        except Exception:  # noqa: BLE001 - another error in the rest: fall back to the group's keys
+            pass
+        finally:
+            GlobalHydra.instance().clear()
+    return None, sorted(_schema_fields(group))
+
+
+def _override_error(err: Exception, overrides: list[str], conf: Optional[str] = None) -> str:
     text = " ".join(str(err).split())
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
         key = m.group(1)
         group = key.split(".")[0]
-        allowed = sorted(_schema_fields(group)) if "." in key else []
-        hint = f"allowed keys for {group}: {', '.join(allowed)}" if allowed else \
+        chosen, allowed = _chosen_fields(conf, overrides, key) if "." in key else (None, [])
+        close = difflib.get_close_matches(key.split(".", 1)[-1], allowed, n=1)
+        did_you_mean = f"did you mean '{group}.{close[0]}'? " if close else ""
+        whose = f"{group} '{chosen}'" if chosen else group
+        hint = f"{did_you_mean}allowed keys for {whose}: {', '.join(allowed)}" if allowed else \
             "`nnrun train conf=<name> --cfg` prints every key"
         return f"unknown config key '{key}' in override '{_find(overrides, key)}'; {hint}"
     m = re.search(r"Could not find '([^']+)'", text) or re.search(r"In '[^']+': Could not load '([^']+)'", text)
@@ -158,11 +259,12 @@ def launch(conf: str, overrides: list[str], task: Callable[[DictConfig], Any], m
     from hydra.core.global_hydra import GlobalHydra
 
     _register_resolvers()
+    overrides = load_plugins_for(conf, list(overrides))
     register_schemas()
     GlobalHydra.instance().clear()
     entry = hydra.main(version_base="1.3", config_path=str(primary_dir(conf)), config_name=conf)(task)
     argv = sys.argv
-    sys.argv = [argv[0], *(["--multirun"] if multirun else []), *overrides, *search_path(conf)]
+    sys.argv = [argv[0], *(["--multirun"] if multirun else []), *with_search_path(conf, overrides)]
     try:
         entry()
     finally:

@@ -6,8 +6,13 @@ package so that registration happens without a central list to edit.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
-from typing import Any, Callable, Generic, TypeVar
+import sys
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 from experiments.errors import UserError
 
@@ -61,3 +66,104 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, Any]]:
         self.discover()
         return sorted(self._entries.items())
+
+
+# ----------------------------------------------------------------------------- plugins
+# User modules that register models, datasets, objectives, optimizers, schedules or
+# trainers, loaded before any config is composed: installed packages through the entry-point
+# group `nnrun.plugins`, and the modules or .py files a config's `plugins` list (or
+# `--plugin`) names. Importing a module is what registers it (its decorators run).
+
+PLUGIN_GROUP = "nnrun.plugins"
+_loaded: dict[str, Any] = {}  # what was loaded, by its resolved spec: each once per process
+_entry_points_loaded = False
+
+
+def is_plugin_file(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or (os.sep in spec)
+
+
+def resolve_plugin(spec: str, base: Optional[Path] = None) -> str:
+    """A plugin spec as it is recorded in a run's config: a file as an absolute path
+    (relative ones are relative to `base`, default the working directory), a module as is."""
+    spec = str(spec).strip()
+    if is_plugin_file(spec):
+        path = Path(spec).expanduser()
+        return str(path if path.is_absolute() else ((base or Path.cwd()) / path).resolve())
+    return spec
+
+
+def load_plugins(specs: Iterable[str] = ()) -> None:
+    """The installed entry points (once), then each spec: a .py file or a module name."""
+    load_entry_points()
+    for spec in specs:
+        load_plugin(spec)
+
+
+def load_plugin(spec: str) -> Any:
+    key = resolve_plugin(spec)
+    if key in _loaded:
+        return _loaded[key]
+    if not key or key.startswith("-"):
+        raise UserError(f"bad plugin '{spec}'; give a Python file (my_models.py) or an importable module name")
+    if is_plugin_file(key):
+        path = Path(key)
+        if not path.is_file():
+            raise UserError(f"plugin file {path} does not exist; check the path in plugins=[...] or --plugin "
+                            "(relative paths are relative to the working directory)")
+        name = f"nnrun_plugin_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        sys.path.insert(0, str(path.parent))  # its sibling modules import like in a script
+        try:
+            _guarded(spec, lambda: module_spec.loader.exec_module(module))
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        finally:
+            if sys.path and sys.path[0] == str(path.parent):
+                sys.path.pop(0)
+    else:
+        cwd = str(Path.cwd())
+        added = cwd not in sys.path
+        if added:  # a module in the working directory imports as `python -m` would find it
+            sys.path.append(cwd)
+        try:
+            module = _guarded(spec, lambda: importlib.import_module(key))
+        finally:
+            if added and cwd in sys.path:
+                sys.path.remove(cwd)
+    _loaded[key] = module
+    return module
+
+
+def load_entry_points() -> None:
+    """Every `nnrun.plugins` entry point of the installed packages: a module (imported) or
+    a function (called with no arguments)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        where = f"entry point '{ep.name} = {ep.value}' of package {getattr(ep.dist, 'name', '?')}"
+        target = _guarded(where, ep.load)
+        if callable(target) and not isinstance(target, type(sys)):
+            _guarded(where, target)
+
+
+def _guarded(what: str, fn: Callable[[], T]) -> T:
+    """Run a plugin's code; its failures become one line naming the plugin."""
+    try:
+        return fn()
+    except UserError as err:
+        raise UserError(f"plugin {what}: {err}") from err
+    except ModuleNotFoundError as err:
+        raise UserError(f"plugin {what} could not be imported: {err}; install what it needs, or check the name "
+                        "(a module must be importable from the working directory or the environment)") from err
+    except Exception as err:  # noqa: BLE001 - the plugin's own bug, not nnrun's
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(f"plugin {what} failed while loading: {type(err).__name__}: {first} "
+                        "(run with --debug for the traceback)") from err

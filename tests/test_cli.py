@@ -136,11 +136,12 @@ def test_eval_last_checkpoint_reproduces_the_final_test_metrics(nnrun_cli, train
     summary = read_json(run_dir / "summary.json")
     result = nnrun_cli("eval", str(run_dir), "--last")
     assert result.code == 0, result.out
-    assert "eval.json" in result.out
-    metrics = read_json(run_dir / "eval.json")
+    assert "eval-last-test.json" in result.out
+    metrics = read_json(run_dir / "eval-last-test.json")
+    assert read_json(run_dir / "eval.json") == metrics  # eval.json: the latest eval
     assert metrics["split"] == "test" and metrics["checkpoint"] == "last" and metrics["step"] == TINY_STEPS
-    assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
-    assert metrics["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx(summary["test_last"]["accuracy"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(summary["test_last"]["loss"], rel=1e-5)
 
 
 def test_eval_best_checkpoint_by_default(nnrun_cli, trained_run: dict) -> None:
@@ -148,11 +149,13 @@ def test_eval_best_checkpoint_by_default(nnrun_cli, trained_run: dict) -> None:
     summary = read_json(run_dir / "summary.json")
     result = nnrun_cli("eval", str(run_dir))
     assert result.code == 0, result.out
-    metrics = read_json(run_dir / "eval.json")
+    metrics = read_json(run_dir / "eval-best-test.json")
     assert metrics["checkpoint"] == "best" and metrics["step"] == summary["best"]["step"]
     assert 0.2 < metrics["accuracy"] <= 1.0 and math.isfinite(metrics["loss"])
-    if summary["best"]["step"] == summary["steps_done"]:  # the best checkpoint is the final state
-        assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
+    # the summary's test metrics are the best checkpoint's, as eval reports them (issue 13)
+    assert summary["test_from"] == {"checkpoint": "best", "step": summary["best"]["step"]}
+    assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)
 
 
 def test_eval_validation_split(nnrun_cli, trained_run: dict) -> None:
@@ -160,7 +163,7 @@ def test_eval_validation_split(nnrun_cli, trained_run: dict) -> None:
     summary = read_json(run_dir / "summary.json")
     result = nnrun_cli("eval", str(run_dir), "--split", "val", "--last")
     assert result.code == 0, result.out
-    metrics = read_json(run_dir / "eval.json")
+    metrics = read_json(run_dir / "eval-last-val.json")
     assert metrics["split"] == "val"
     assert metrics["accuracy"] == pytest.approx(summary["final"]["val"]["accuracy"], abs=1e-6)
 

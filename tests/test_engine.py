@@ -123,7 +123,7 @@ def test_a_model_dataset_and_objective_from_one_module_and_yamls_train_through_t
     assert "accuracy" not in json.dumps(summary)  # nothing outside classification names it
     evaluated = nnrun_cli("eval", str(run_dir), "--last")
     assert evaluated.code == 0, evaluated.out
-    assert read_json(run_dir / "eval.json")["mean_abs"] == pytest.approx(summary["test"]["mean_abs"], rel=1e-5)
+    assert read_json(run_dir / "eval.json")["mean_abs"] == pytest.approx(summary["test_last"]["mean_abs"], rel=1e-5)
 
 
 def test_batchnorm_statistics_are_trained_saved_resumed_and_used_by_eval(nnrun_cli, toy_conf, tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_batchnorm_statistics_are_trained_saved_resumed_and_used_by_eval(nnrun_c
     stats = state["inner"]["model_state"]["batch_stats"]["BatchNorm_0"]
     assert np.all(np.asarray(stats["mean"]) > 1.0)  # moved from 0 towards the inputs' mean (2.0)
     assert nnrun_cli("eval", str(part), "--last").code == 0
-    assert read_json(part / "eval.json")["mean_abs"] == pytest.approx(b["test"]["mean_abs"], rel=1e-5)
+    assert read_json(part / "eval.json")["mean_abs"] == pytest.approx(b["test_last"]["mean_abs"], rel=1e-5)
 
 
 def test_outputs_that_do_not_fit_the_objective_fail_before_training(nnrun_main, tmp_path: Path) -> None:

@@ -33,8 +33,10 @@ def test_train_eval_and_resume(conf: str, nnrun_cli, tmp_path: Path) -> None:
     if conf == "timeseries_seed":
         assert summary["test"]["persistence_rmse"] > 0 and summary["test"]["rmse"] > 0
 
-    # eval of the last checkpoint reproduces the final test metrics
+    # eval of the last checkpoint reproduces the last parameters' test metrics, the best's the summary's
     assert nnrun_cli("eval", str(full), "--last").code == 0
+    assert read_json(full / "eval.json")[metric] == pytest.approx(summary["test_last"][metric], rel=1e-5)
+    assert nnrun_cli("eval", str(full)).code == 0
     assert read_json(full / "eval.json")[metric] == pytest.approx(summary["test"][metric], rel=1e-5)
 
     # stopped part-way (a max_steps cap) and resumed: the uninterrupted run's records and result

@@ -120,7 +120,7 @@ def test_eval_and_resume_accept_a_vectorised_trial(both: dict, outputs: Path, tm
     shutil.copytree(both["vec"] / both["ids"][0], run_dir)
     assert commands.evaluate(run_dir, "last", "test") == 0
     assert read_json(run_dir / "eval.json")["accuracy"] == pytest.approx(
-        read_json(run_dir / "summary.json")["test"]["accuracy"])
+        read_json(run_dir / "summary.json")["test_last"]["accuracy"])
     # a finished trial resumed with one more epoch continues from its last checkpoint
     assert commands.train(None, ["trainer.epochs=3"], resume=str(run_dir)) == 0
     summary = read_json(run_dir / "summary.json")

@@ -42,16 +42,20 @@ class ModelEntry:
     build: Callable[[Any, DataInfo], Any]
     trainer: str  # the trainer that trains it: "gradient" or "hebbian"
     description: str
+    input_shape: Optional[str] = None  # what inputs it takes, e.g. "(N, 28, 28, 1)": named when data does not fit
 
 
 MODELS: Registry[ModelEntry] = Registry("model", __name__)
 
 
-def register_model(name: str, schema: type, trainer: str = "gradient", description: str = ""):
-    """Decorator for a builder `(cfg, DataInfo) -> model`."""
+def register_model(name: str, schema: type, trainer: str = "gradient", description: str = "",
+                   input_shape: Optional[str] = None):
+    """Decorator for a builder `(cfg, DataInfo) -> model`. `input_shape` (optional) says
+    what inputs the model takes, for the error when a dataset's do not fit."""
 
     def decorator(build: Callable[[Any, DataInfo], Any]):
-        MODELS.register(name)(ModelEntry(schema, build, trainer, description or (build.__doc__ or "").strip()))
+        MODELS.register(name)(ModelEntry(schema, build, trainer, description or (build.__doc__ or "").strip(),
+                                         input_shape))
         return build
 
     return decorator

@@ -58,7 +58,8 @@ class LeNet5(nn.Module):
         return DenseAct(self.num_classes, name="Out")(x)
 
 
-@register_model("lenet5", schema=LeNet5Config, description="LeNet5 CNN (LeCun et al. 1998), 61,706 parameters")
+@register_model("lenet5", schema=LeNet5Config, description="LeNet5 CNN (LeCun et al. 1998), 61,706 parameters",
+                input_shape="(N, H, W, C) images with H, W <= model.pad_to, e.g. (N, 28, 28, 1)")
 def build(cfg: LeNet5Config, info: DataInfo) -> LeNet5:
     return LeNet5(
         pad_to=cfg.pad_to, num_classes=info.num_classes, activation=cfg.activation, layout=cfg.layout

@@ -181,6 +181,20 @@ class Evaluator:
 # ----------------------------------------------------------------------------- bookkeeping
 
 
+class Throughput:
+    """Steady-state examples/s: full chunks after the first (which includes compilation)."""
+
+    def __init__(self) -> None:
+        self.examples, self.seconds = 0, 0.0
+
+    def add(self, examples: int, seconds: float) -> None:
+        self.examples, self.seconds = self.examples + examples, self.seconds + seconds
+
+    @property
+    def rate(self) -> Optional[float]:
+        return self.examples / self.seconds if self.seconds > 0 else None
+
+
 class History:
     """Best and last validation metrics, rebuilt from metrics.jsonl on resume."""
 
@@ -260,13 +274,34 @@ def steps_per_epoch(exp: Experiment, data: Dataset) -> int:
     return n_train // batch  # the last partial batch is dropped; the order changes each epoch
 
 
-def check_fit(steps: Steps, data: Dataset) -> None:
-    """Fail before training, in one line, when the model's outputs cannot be scored."""
+def check_fit(steps: Steps, data: Dataset, exp: Optional[Experiment] = None) -> None:
+    """Fail before training, in one line, when the model cannot take the data's inputs
+    (naming the expected and given input shapes) or its outputs cannot be scored."""
     sample = data.train.sample(2)
-    state = jax.eval_shape(steps.init, init_key(jax.random.key(0)), sample)
-    eval_shapes = jax.eval_shape(lambda s, b: _outputs_shape(steps, s, b), state, sample)
+    try:
+        state = jax.eval_shape(steps.init, init_key(jax.random.key(0)), sample)
+        eval_shapes = jax.eval_shape(lambda s, b: _outputs_shape(steps, s, b), state, sample)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the model's own failure on inputs it cannot take
+        raise _input_error(exp, data, sample, err) from err
     if eval_shapes is not None:
         steps.objective.check(tuple(eval_shapes.shape), {k: tuple(v.shape) for k, v in sample.items()})
+
+
+def _input_error(exp: Optional[Experiment], data: Dataset, sample: dict, err: Exception) -> UserError:
+    from experiments.models import MODELS
+
+    name = exp.model.name if exp is not None else "?"
+    x = sample.get("x")
+    given = f"(N, {', '.join(map(str, x.shape[1:]))})" if x is not None else "?"
+    dtype = f" {x.dtype}" if x is not None else ""
+    expected = getattr(MODELS.get(name), "input_shape", None) if exp is not None else None
+    what = f"expects inputs of shape {expected}" if expected else \
+        f"fails on them ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]})"
+    return UserError(f"model '{name}' cannot take the inputs of data '{data.name}': given{dtype} inputs of shape "
+                     f"{given}, the model {what}; pick data of that shape (data=<name>) or a model for this "
+                     "data (`nnrun list`)")
 
 
 def _outputs_shape(steps: Steps, state, batch):
@@ -334,7 +369,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         steps = build_steps(exp, data)
         lanes.append(Lane(exp, run, steps, History(best_metric(exp, steps.objective)), jax.random.key(exp.seed)))
     ref = lanes[0].steps
-    check_fit(ref, data)
+    check_fit(ref, data, exps[0])
     names = metric_names(ref.objective)
 
     # ---- the compiled step: the reference steps for one run; per-lane traced values when vmapped
@@ -363,6 +398,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         start_epoch, start_i = divmod(step_i, spe)
         status = "completed"
         progress = TrainProgress(t.epochs, spe, [ref.objective.primary.name], enabled=t.progress)
+        steady = Throughput()
         with progress:
             for epoch in range(start_epoch, t.epochs):
                 if step_i >= total_steps or not any(lane.alive for lane in lanes):
@@ -391,6 +427,9 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                         state, prev = _mark_chunk(state), sums
                     if shown:  # the lanes' mean metrics and their total throughput
                         ips = shown[0][1] and sum(s[1] for s in shown)
+                        if ips and n == t.log_every:  # full chunks only: a short tail is dispatched step by step
+                            steady.add(n * t.batch_size * len(shown), elapsed)
+                        ips = steady.rate or ips
                         progress.update(epoch, i, {m: float(np.mean([s[0][m] for s in shown])) for m in shown[0][0]},
                                         ips)
                 epoch_done = epoch + i / spe
@@ -418,15 +457,28 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                 results.append(None)
                 continue
             result = _summary_fields(lane, status, step_i, spe, bool(t.scan))
+            result["examples_per_s"] = steady.rate and steady.rate / len(lanes)  # steady state, per run
             if status == "completed":
                 final = lane_state(state, k).inner
-                result["test"] = evaluator(final, data.test)
+                result.update(_test_results(lane, lane_state(state, k), step_i, data, evaluator))
                 if lane.exp.trainer.plots:
                     _draw_figures_quietly(lane, final, data)
             else:
                 result["interrupted_by"] = stop.name
             results.append(result)
         return results
+
+
+def _test_results(lane: Lane, state: LoopState, step: int, data: Dataset, evaluator: Evaluator) -> dict:
+    """The test split on the best checkpoint (what `nnrun eval` reports), and on the last
+    parameters as `test_last`; `test_from` says which checkpoint `test` is (the last one
+    when no best was saved, e.g. no finite validation metric)."""
+    last = evaluator(state.inner, data.test)
+    best_step = lane.ckpt.latest_step("best")
+    if best_step is None:
+        return {"test": last, "test_from": {"checkpoint": "last", "step": step}, "test_last": last}
+    best = last if best_step == step else evaluator(lane.ckpt.restore("best", state)[0].inner, data.test)
+    return {"test": best, "test_from": {"checkpoint": "best", "step": best_step}, "test_last": last}
 
 
 def _draw_figures_quietly(lane: Lane, state: Any, data: Dataset) -> None:
