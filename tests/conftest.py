@@ -75,6 +75,16 @@ TINY = [
 ]
 TINY_STEPS = 30  # 2 epochs x (1500 // 100)
 
+# Fashion-MNIST for the tests that need a real copy (the four .gz files): the directory in
+# $NNRUN_TEST_FASHION_MNIST_DIR, else ../shared/data/fashion-mnist next to the repository.
+FASHION_ENV = "NNRUN_TEST_FASHION_MNIST_DIR"
+FASHION_TEST_DIR = Path(os.environ.get(FASHION_ENV) or REPO.parent / "shared" / "data" / "fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not FASHION_TEST_DIR.is_dir(),
+    reason=f"Fashion-MNIST test copy not found at {FASHION_TEST_DIR}; set {FASHION_ENV}=DIR (a directory with "
+    "the four train-/t10k- .gz files) to run these tests",
+)
+
 USER_ENV = ("NNRUN_OUTPUTS", "NNRUN_MNIST_DIR", "NNRUN_FASHION_MNIST_DIR", "NNRUN_FASHION_MNIST_MIRROR")
 
 

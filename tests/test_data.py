@@ -32,11 +32,7 @@ from experiments.data.idx import (
 from experiments.data.mnist import FASHION_MNIST_FILES, MNIST_FILES, PACKAGED_MNIST_DIR
 from experiments.errors import UserError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FASHION_DIR = SHARED_DATA / "fashion-mnist"
-needs_fashion = pytest.mark.skipif(
-    not FASHION_DIR.is_dir(), reason=f"Fashion-MNIST test copy not found at {FASHION_DIR}"
-)
+from conftest import FASHION_TEST_DIR as FASHION_DIR, needs_fashion  # noqa: E402 - $NNRUN_TEST_FASHION_MNIST_DIR
 
 MNIST_TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_HIST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
