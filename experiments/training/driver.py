@@ -310,7 +310,13 @@ def _outputs_shape(steps: Steps, state, batch):
 
 
 def initial_state(steps: Steps, key: jax.Array, data: Dataset) -> LoopState:
-    """The state at step 0 (jitted: run eagerly, init compiles every primitive separately)."""
+    """The state at step 0."""
+    return state_initializer(steps, data)(key)
+
+
+def state_initializer(steps: Steps, data: Dataset) -> Callable[[jax.Array], LoopState]:
+    """key -> the state at step 0, compiled once (run eagerly, init would compile every
+    primitive separately) and reused for every lane of a group."""
     sample = data.train.sample(2)  # a host batch of two examples: the structure every batch has
 
     def init(key):
@@ -320,7 +326,7 @@ def initial_state(steps: Steps, key: jax.Array, data: Dataset) -> LoopState:
         return LoopState(step=jnp.zeros((), jnp.int32), inner=inner, sums=zeros, chunk_sums=zeros,
                          first_bad_step=jnp.full((), -1, jnp.int32))
 
-    return jax.jit(init)(key)
+    return jax.jit(init)
 
 
 @jax.jit
@@ -386,9 +392,10 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
     lane_state = (lambda s, k: _lane_state(s, k)) if vectorized else (lambda s, k: s)
     evaluator = Evaluator(ref, t.eval_batch_size)
 
-    with _LaneFiles(lanes, t) as files:
+    with _LaneFiles(lanes, t):
         # ---- initial state, or the one restored for resume
-        states = [initial_state(ref, lane.key, data) for lane in lanes]
+        init = state_initializer(ref, data)  # the reference steps serve all: init reads no traced value
+        states = [init(lane.key) for lane in lanes]
         if exps[0].resume:
             states[0] = _restore_for_resume(lanes[0], states[0], names)
         state = place_state(_stack(states) if vectorized else states[0])
