@@ -158,23 +158,26 @@ def validate(cfg: DictConfig) -> Experiment:
     check_writers(list(getattr(trainer, "writers", [])))
     optims: dict[str, Any] = {}
     schedule = objective = None
+    for group in trainer_entry.optim_groups:  # two for an adversarial trainer, none for Hebbian storage
+        node = cfg.get(group) or OmegaConf.create({"name": "adam"})
+        optims[group] = _typed(group, entry(OPTIMIZERS, group, node).schema, node)
     if trainer_entry.uses_optimizer:
-        for group in trainer_entry.optim_groups:
-            node = cfg.get(group) or OmegaConf.create({"name": "adam"})
-            optims[group] = _typed(group, entry(OPTIMIZERS, group, node).schema, node)
         node = cfg.get("schedule") or OmegaConf.create({"name": "constant"})
         schedule = _typed("schedule", entry(SCHEDULES, "schedule", node).schema, node)
+    if trainer_entry.steps is not None:  # the driver reports the objective's metrics
         # configs saved before objectives were chosen in config were all classifiers
         node = cfg.get("objective") or OmegaConf.create({"name": "classification"})
         objective = _typed("objective", entry(OBJECTIVES, "objective", node).schema, node)
-    else:  # e.g. `optim.lr=0.1` on a Hopfield experiment: refuse rather than silently ignore it
-        for group in ("optim", "schedule", "objective"):
-            node = cfg.get(group)
-            if node is not None:
-                keys = list(node.keys()) if isinstance(node, DictConfig) else []
-                key = f"{group}.{keys[0]}" if keys else group
-                raise UserError(f"config key '{key}' does not apply: the '{trainer.name}' trainer uses no "
-                                f"optimizer, schedule or objective; drop the {group} override")
+    # e.g. `optim.lr=0.1` on a Hopfield experiment: refuse rather than silently ignore it
+    used = {*optims, *(("schedule",) if schedule is not None else ()), *(("objective",) if objective else ())}
+    for group in ("optim", "schedule", "objective"):
+        node = cfg.get(group)
+        if node is not None and group not in used:
+            keys = list(node.keys()) if isinstance(node, DictConfig) else []
+            key = f"{group}.{keys[0]}" if keys else group
+            raise UserError(f"config key '{key}' does not apply: the '{trainer.name}' trainer uses no "
+                            f"{'objective' if group == 'objective' else 'optimizer or schedule'}; "
+                            f"drop the {group} override")
     if getattr(trainer, "best_metric", None) and objective is not None:
         from experiments.objectives import build_objective
 

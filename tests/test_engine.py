@@ -19,6 +19,7 @@ from experiments.data import DataConfig, Dataset, Split, Windows, register_datas
 from experiments.errors import UserError
 from experiments.models import DataInfo, ModelConfig, register_model
 from experiments.objectives import Metric, Objective, ObjectiveConfig, build_objective, register_objective, weights
+from experiments.training import TrainerConfig, TrainerEntry, register_trainer
 
 STEPS_PER_EPOCH = 15
 
@@ -148,6 +149,101 @@ def test_outputs_that_do_not_fit_the_objective_fail_before_training(nnrun_main, 
                                             f"hydra.run.dir={run_dir}"), "(2, 10)", "(2,)")
     assert "outputs" in line
     assert not (run_dir / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------- trainers beyond gradients
+
+
+@dataclass
+class RunningMeanConfig(TrainerConfig):
+    name: str = "toy_running_mean"
+    rate: float = 0.5
+
+
+class RunningMean:
+    """An update without a loss gradient (as contrastive divergence is): the prediction
+    moves towards each batch's mean target."""
+
+    def __init__(self, objective, rate: float):
+        self.objective, self.rate = objective, rate
+
+    def init(self, key, batch):
+        return jnp.zeros(batch["y"].shape[1:], jnp.float32)
+
+    def outputs(self, state, batch):
+        return jnp.broadcast_to(state, batch["y"].shape)
+
+    def train_step(self, state, batch, rngs):
+        sums = self.objective.sums(self.outputs(state, batch), batch)
+        return state + self.rate * (batch["y"].mean(0) - state), sums
+
+    def eval_step(self, state, batch):
+        return self.objective.sums(self.outputs(state, batch), batch)
+
+    def learning_rate(self, step):
+        return None
+
+
+register_trainer("toy_running_mean", TrainerEntry(
+    schema=RunningMeanConfig, description="running mean of the targets (no gradient, no optimizer)",
+    steps=lambda exp, data, hp=None: RunningMean(build_objective(exp.objective), exp.trainer.rate)))
+register_trainer("toy_two_player", TrainerEntry(
+    schema=RunningMeanConfig, description="a trainer with two optimizer groups (an adversarial one's config)",
+    steps=lambda exp, data, hp=None: None, optim_groups=("optim", "optim_d")))
+
+
+@dataclass
+class ConstantModelConfig(ModelConfig):
+    name: str = "toy_constant"
+
+
+@register_model("toy_constant", schema=ConstantModelConfig, trainer="toy_running_mean")
+def build_constant(cfg, info):
+    """a prediction that the trainer moves itself"""
+    return None
+
+
+register_model("toy_pair", schema=ConstantModelConfig, trainer="toy_two_player")(build_constant)
+
+
+def test_a_trainer_without_gradient_or_optimizer_runs_through_the_driver(nnrun_cli, toy_conf, tmp_path: Path) -> None:
+    (toy_conf / "trainer").mkdir()
+    (toy_conf / "trainer" / "toy_running_mean.yaml").write_text(
+        "defaults:\n  - /schema/trainer/toy_running_mean@_here_\n  - _self_\n")
+    (toy_conf / "model" / "toy_constant.yaml").write_text("defaults:\n  - /schema/model/toy_constant@_here_\n  - _self_\n")
+    (toy_conf / "running.yaml").write_text(
+        "defaults:\n  - _base\n  - model: toy_constant\n  - data: toy_sums\n  - objective: toy_abs_error\n"
+        "  - trainer: toy_running_mean\n  - _self_\ntrainer:\n  epochs: 2\n  batch_size: 32\n  log_every: 4\n"
+        "  progress: false\n")
+    run_dir = tmp_path / "running"
+    result = nnrun_cli("train", "conf=running", f"hydra.run.dir={run_dir}")
+    assert result.code == 0, result.out
+    summary = read_json(run_dir / "summary.json")
+    y = load_toy(ToyDataConfig()).test.y
+    assert summary["test"]["mean_abs"] == pytest.approx(float(np.abs(y - y.mean()).mean()), rel=0.1)
+    assert "lr" not in read_metrics(run_dir)[0]
+    restored, _ = restore_raw(run_dir / "checkpoints")
+    assert float(np.asarray(restored["inner"]).reshape(-1)[0]) == pytest.approx(float(y.mean()), rel=0.1)
+
+
+def test_a_trainer_declares_two_optimizer_groups(toy_conf) -> None:
+    from experiments import hydra_bridge as hb
+    from experiments.config import validate
+
+    (toy_conf / "model" / "toy_pair.yaml").write_text("defaults:\n  - /schema/model/toy_pair@_here_\n  - _self_\n")
+    (toy_conf / "trainer").mkdir(exist_ok=True)
+    (toy_conf / "trainer" / "toy_two_player.yaml").write_text(
+        "defaults:\n  - /schema/trainer/toy_two_player@_here_\n  - _self_\n")
+    (toy_conf / "pair.yaml").write_text(
+        "defaults:\n  - _base\n  - model: toy_pair\n  - data: toy_sums\n  - objective: toy_abs_error\n"
+        "  - optim: adam\n  - optim@optim_d: momentum\n  - schedule: constant\n  - trainer: toy_two_player\n"
+        "  - _self_\n")
+    exp = validate(hb.task_config(hb.compose("pair", ["optim_d.lr=0.0002", "optim.b1=0.5"])[0]))
+    assert set(exp.optims) == {"optim", "optim_d"} and exp.optim is exp.optims["optim"]
+    assert exp.optims["optim_d"].name == "momentum" and exp.optims["optim_d"].lr == 0.0002
+    assert exp.optim.b1 == 0.5
+    with pytest.raises(UserError, match="optim_d.b1"):  # typed by its own optimizer's schema
+        validate(hb.task_config(hb.compose("pair", ["+optim_d.b1=0.5"])[0]))
 
 
 # ---------------------------------------------------------------------------- stops anywhere
