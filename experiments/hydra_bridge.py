@@ -22,9 +22,26 @@ from experiments.errors import UserError
 _RUN_ID = secrets.token_hex(3)  # one per process: the same id wherever hydra.run.dir is resolved
 
 
+GROUPS = ("model", "data", "objective", "optim", "schedule", "trainer")
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("nnrun_id"):
         OmegaConf.register_new_resolver("nnrun_id", lambda: _RUN_ID)
+    if not OmegaConf.has_resolver("nnrun_choices"):
+        OmegaConf.register_new_resolver("nnrun_choices", choices_suffix)
+
+
+def choices_suffix(overrides: Any = None) -> str:
+    """The group choices given on the command line, for a run directory's name:
+    `-model=mlp,data=fashion_mnist` (empty when none), so that runs of one experiment with
+    another model or dataset can be told apart in outputs/<experiment>/."""
+    chosen = []
+    for o in list(overrides or []):
+        key, sep, value = str(o).lstrip("+").partition("=")
+        if sep and key in GROUPS and value:
+            chosen.append(f"{key}={re.sub(r'[^A-Za-z0-9_.-]', '_', value)[:40]}")
+    return "-" + ",".join(chosen) if chosen else ""
 
 
 def check_experiment(conf: Optional[str]) -> str:

@@ -3,6 +3,7 @@ one plot per metric the run recorded, train chunks beside validation epochs."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from experiments.runs import read_metrics
 
@@ -48,14 +49,49 @@ def plot_learning_curves(run_dir: Path) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         values = [y for line in ax.lines for y in line.get_ydata()]
-        if metric in ("loss", "perplexity") and min(values) > 0:
+        log = metric in ("loss", "perplexity") and min(values) > 0
+        if log:
             ax.set_yscale("log")
+        limits = y_limits([(x, y) for line in ax.lines for x, y in zip(line.get_xdata(), line.get_ydata())], log)
+        if limits:
+            ax.set_ylim(*limits)
         ax.grid(alpha=0.3)
         ax.legend()
-        ax.set_title(f"{Path(run_dir).name}: {metric}")
+        ax.set_title(f"{run_title(Path(run_dir))}: {metric}", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def run_title(run_dir: Path) -> str:
+    """The run's experiment and id (a sweep trial: the sweep's id and the trial's)."""
+    from experiments.runs import SUMMARY, read_json
+
+    try:
+        experiment = read_json(run_dir / SUMMARY).get("experiment") or ""
+    except (OSError, ValueError):
+        experiment = ""
+    run_id = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
+    return f"{experiment} {run_id}".strip()
+
+
+def y_limits(points: list[tuple[float, float]], log: bool = False, skip: float = 0.1) -> Optional[tuple[float, float]]:
+    """A y range that shows where the curves differ: the values after the first `skip` of
+    the x range (the first chunks of a run sit far from the rest and would flatten it),
+    with a margin; None when that leaves nothing to narrow."""
+    import math
+
+    finite = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y) and (y > 0 or not log)]
+    if len(finite) < 3:
+        return None
+    x0, x1 = min(x for x, _ in finite), max(x for x, _ in finite)
+    later = [y for x, y in finite if x >= x0 + skip * (x1 - x0)] or [y for _, y in finite]
+    lo, hi = min(later), max(later)
+    if log:
+        lo, hi = math.log10(lo), math.log10(hi)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
+    lo, hi = lo - pad, hi + pad
+    return (10 ** lo, 10 ** hi) if log else (lo, hi)

@@ -174,7 +174,7 @@ def nnrun_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, o
 
 def proc_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in USER_ENV}
-    env.update(COLUMNS="200", PYTHONUNBUFFERED="1", **extra)
+    env.update({"COLUMNS": "200", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 

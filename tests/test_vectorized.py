@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import read_json, read_metrics, restore_raw
 
@@ -190,3 +191,16 @@ def test_a_group_never_writes_into_an_existing_run(both: dict) -> None:
     with pytest.raises(UserError, match="already exists and is not empty"):
         run_vectorized_group("mlp_mnist", [trial(i, o) for i, o in enumerate(GRID)], both["vec"])
     assert (both["vec"] / both["ids"][0] / "summary.json").read_bytes() == before
+
+
+def test_vectorised_trials_have_run_log_and_hydra_files_like_the_others(both: dict) -> None:
+    for i in both["ids"][:4]:
+        vec = both["vec"] / i
+        assert {p.name for p in (vec / ".hydra").iterdir()} >= {"config.yaml", "hydra.yaml", "overrides.yaml"}
+        hydra = yaml.safe_load((vec / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra["runtime"]["output_dir"] == str(vec) and hydra["job"]["name"] == "nnrun"
+        assert yaml.safe_load((vec / ".hydra" / "config.yaml").read_text()) == yaml.safe_load(
+            (vec / "config.yaml").read_text())
+        log = (vec / "run.log").read_text()
+        assert f"in {vec}, trained in one vectorised group with trials 000 001 002 003 004" in log
+        assert "epoch 1/2" in log and "epoch 2/2" in log and "run completed: test loss" in log

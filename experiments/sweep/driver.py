@@ -50,8 +50,11 @@ def sweep(conf: Optional[str], overrides: list[str], jobs: int = 1, dry_run: boo
         with locks.hold(Path(resume), "sweep"):  # before sweep.json is read: a second --resume fails at once
             return sweep(conf, overrides, jobs, dry_run, resume, vectorize, force_vectorize)
     state = _resumed(Path(resume), conf, overrides) if resume is not None else _created(conf, overrides, dry_run)
-    if state.spec.launcher:
-        _launcher()  # fails before anything is written if the launcher support is missing
+    if state.spec.launcher:  # fails before anything is written if the launcher cannot start here
+        _launcher()
+        from experiments.sweep.launchers import check_launcher
+
+        check_launcher(state.spec.conf, state.spec.launcher)
     if dry_run:
         return _dry_run(state, _plan(state, allow_resume=not state.spec.launcher, dry_run=True))
     with locks.hold(state.dir, "sweep"), local.SweepLock(state.dir):
@@ -334,7 +337,7 @@ def _report(state: SweepState, interrupted: bool) -> int:
     except Exception as err:  # noqa: BLE001 - plots are a convenience, never a failure
         say(f"note: could not draw the sweep plots: {err}")
     show(results.results_table(state))
-    if rows:
+    if rows and any(p.name == "seed" for p in state.spec.params):  # else it repeats the results table
         show(results.aggregate_table(state, rows))
     best = next((r for r in state.ranked() if r["metric"] is not None), None)
     if best:

@@ -97,6 +97,32 @@ def run_trial(cfg: DictConfig) -> str:
 
 # ---------------------------------------------------------------------------- checks
 
+# What each launcher imports only when it launches (so Hydra finds it without them)
+RUNTIME_MODULES = {"ray": ("ray", "hydra_plugins.hydra_ray_launcher._core"),
+                   "submitit_local": ("submitit",), "submitit_slurm": ("submitit",)}
+
+
+def check_launcher(conf: str, launcher_overrides: list[str]) -> str:
+    """Fail in one line, before a sweep directory exists, when the chosen Hydra launcher
+    is unknown or cannot start here (its plugin or the library it drives is not
+    installed). Returns the launcher's name."""
+    import importlib
+
+    _check_launcher_overrides(launcher_overrides)
+    with _hydra(conf) as hydra, _logging_kept():
+        cfg = _compose_multirun(hydra, conf, list(map(_free_form, launcher_overrides)))
+    name = cfg.hydra.runtime.choices.get("hydra/launcher")
+    target = str(cfg.hydra.launcher.get("_target_", ""))
+    modules = [target.rsplit(".", 1)[0]] if "." in target else []
+    for module in [*modules, *RUNTIME_MODULES.get(str(name), ())]:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"Hydra's '{name}' launcher cannot start here: {str(err).splitlines()[0]}; install "
+                            f"it with `{CLUSTER_EXTRA}` (nothing was created)") from err
+    return str(name)
+
+
 
 def _check_launcher_overrides(overrides: list[str]) -> None:
     """Only Hydra's own settings: Hydra re-applies those (and only those) in every job."""

@@ -170,10 +170,11 @@ def _number(value: Any) -> Optional[float]:
 
 
 def aggregate(state: SweepState) -> list[dict]:
-    """Trials that differ only by `seed`, grouped: mean, std (sample) and n of the metric.
-    Empty when seed is not swept."""
+    """Trials that differ only by `seed`, grouped: mean, std (sample) and n of the metric,
+    best first. Without a swept seed each configuration is its own group (n=1), so every
+    search (grid, random, Optuna) writes the same aggregate.csv."""
     names = [p.name for p in state.spec.params]
-    if "seed" not in names:
+    if not state.records:
         return []
     others = [n for n in names if n != "seed"]
     groups: OrderedDict[str, list[dict]] = OrderedDict()
@@ -185,7 +186,7 @@ def aggregate(state: SweepState) -> list[dict]:
         rows.append({**{n: _cell(members[0]["params"].get(n)) for n in others}, "n": len(values),
                      "mean": statistics.fmean(values) if values else None,
                      "std": statistics.stdev(values) if len(values) > 1 else None,
-                     "seeds": " ".join(str(r["params"].get("seed")) for r in members if r["metric"] is not None),
+                     "seeds": " ".join(str(r["params"].get("seed", "-")) for r in members if r["metric"] is not None),
                      "failed": len(members) - len(values)})
     scored = sorted((r for r in rows if r["mean"] is not None), key=lambda r: r["mean"],
                     reverse=state.spec.direction == "max")
@@ -224,15 +225,21 @@ def results_table(state: SweepState) -> Any:
     table = Table(title=f"sweep {state.dir.name}: {state.spec.metric} ({state.spec.direction})")
     names = [p.name for p in state.spec.params]
     test = state.spec.test_metric if state.spec.test_metric != state.spec.metric else None
-    for c in ["trial", *names, "status", state.spec.metric, *([test] if test else []), "wall s", "error"]:
+    errors = any(r["error"] for r in state.records)  # no empty column when every trial went well
+    for c in ["trial", *names, "status", state.spec.metric, *([test] if test else []), "wall s",
+              *(["error"] if errors else [])]:
         table.add_column(c, justify="right" if c in ("wall s", test, state.spec.metric) else "left",
-                         overflow="fold")
+                         overflow="fold")  # values fold onto more lines, never cut
     for r in state.ranked():
-        table.add_row(*map(Text, [r["id"], *(str(_cell(r["params"].get(n))) for n in names), r["status"],
+        table.add_row(*map(Text, [r["id"], *(_param_text(r["params"].get(n)) for n in names), r["status"],
                                   _fmt(r["metric"]), *([_fmt(r.get("test_metric"))] if test else []),
-                                  _fmt(r["wall_time_s"], 1),
-                                  (r["error"] or "")[:100]]))
+                                  _fmt(r["wall_time_s"], 1), *([r["error"] or ""] if errors else [])]))
     return table
+
+
+def _param_text(value: Any) -> str:
+    """A parameter's value for a table: floats to 4 significant digits (Optuna draws 0.00123456789...)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(_cell(value))
 
 
 def aggregate_table(state: SweepState, rows: list[dict]) -> Any:
@@ -243,7 +250,7 @@ def aggregate_table(state: SweepState, rows: list[dict]) -> Any:
     for c in [k for k in rows[0] if k != "failed"]:
         table.add_column(c, justify="right" if c in ("n", "mean", "std") else "left")
     for row in rows:
-        table.add_row(*(Text(_fmt(v) if k in ("mean", "std") else str(v)) for k, v in row.items() if k != "failed"))
+        table.add_row(*(Text(_fmt(v) if k in ("mean", "std") else _param_text(v)) for k, v in row.items() if k != "failed"))
     return table
 
 
@@ -251,42 +258,82 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if 1e-3 <= abs(value) < 1e5 or digits == 1 else f"{value:.3g}"
+        return f"{value:.{digits}g}" if digits > 1 else f"{value:.1f}"
     return str(value)
 
 
 # ---------------------------------------------------------------------------- plots
 
 
+def _numeric(values: list) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+
+
+def metric_plots(state: SweepState) -> list[dict]:
+    """What plot_metric draws, one dict per swept parameter other than `seed`: `param`,
+    `log` (x axis), `numeric`, `labels` (categorical x), `spread` (the legend's words) and
+    `series` {name of the other parameters' values: [(x, mean, min, max, n), ...]}."""
+    done = [r for r in state.records if r["metric"] is not None]
+    params = [p for p in state.spec.params if p.name != "seed"]
+    if not done:
+        return []
+    seeds = {json.dumps(r["params"].get("seed")) for r in done}
+    spread = f"mean and min-max over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    plots = []
+    for p in params:
+        others = [q.name for q in params if q is not p]
+        xs_all = [r["params"].get(p.name) for r in done]
+        numeric = _numeric(xs_all)
+        labels = list(OrderedDict.fromkeys(map(str, xs_all)))
+        grouped: OrderedDict[str, dict] = OrderedDict()
+        for r in done:
+            name = ", ".join(f"{q}={_cell(r['params'].get(q))}" for q in others)
+            x = r["params"].get(p.name)
+            grouped.setdefault(name, {}).setdefault(json.dumps(x), (x, []))[1].append(r["metric"])
+        series = {}
+        for name, points in grouped.items():
+            rows = [(x if numeric else labels.index(str(x)), statistics.fmean(ys), min(ys), max(ys), len(ys))
+                    for x, ys in points.values()]
+            series[name] = sorted(rows, key=lambda t: t[0])
+        positive = numeric and all(x > 0 for x in xs_all)
+        log = bool(positive and (p.log or max(xs_all) / min(xs_all) > 100))
+        plots.append({"param": p.name, "log": log, "numeric": numeric, "labels": labels, "spread": spread,
+                      "series": series})
+    return plots
+
+
 def plot_metric(state: SweepState) -> list[Path]:
-    """plots/metric_vs_<param>.png per swept parameter, from the trials with a metric."""
+    """plots/metric_vs_<param>.png per swept parameter other than `seed`: the metric's mean
+    over seeds with its min-max range (one line per combination of the other parameters);
+    a log axis where the parameter is declared log (or its values span over two decades)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in state.records if r["metric"] is not None]
-    if not done:
-        return []
     paths = []
-    for p in state.spec.params:
-        xs, ys = [r["params"].get(p.name) for r in done], [r["metric"] for r in done]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
-            ax.scatter(xs, ys)
-            positive = [x for x in xs if x > 0]
-            if len(positive) == len(xs) and max(xs) / min(xs) > 100:
-                ax.set_xscale("log")
-        else:
-            labels = list(OrderedDict.fromkeys(map(str, xs)))
-            ax.scatter([labels.index(str(x)) for x in xs], ys)
+    for plot in metric_plots(state):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series = plot["series"]
+        for name, rows in series.items():
+            xs, means, lows, highs, _ = zip(*rows)
+            ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
+                        marker="o", capsize=3, label=name if len(series) > 1 else None,
+                        linestyle="-" if plot["numeric"] else "none")
+        if plot["log"]:
+            ax.set_xscale("log")
+        if not plot["numeric"]:
+            labels = plot["labels"]
             ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
-        ax.set_xlabel(p.name)
-        ax.set_ylabel(state.spec.metric)
-        ax.set_title(f"{state.spec.conf}: {state.spec.metric} vs {p.name}")
+        if 1 < len(series) <= 8:
+            ax.legend(fontsize=7)
+        ax.set_xlabel(plot["param"] + (" (log scale)" if plot["log"] else ""))
+        ax.set_ylabel(f"{state.spec.metric} ({state.spec.direction})")
+        ax.set_title(f"sweep {state.dir.name} ({state.spec.conf})\n{state.spec.metric} vs {plot['param']}: "
+                     f"{plot['spread']}", fontsize=10)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = state.dir / "plots" / f"metric_vs_{p.name.replace('/', '_')}.png"
+        path = state.dir / "plots" / f"metric_vs_{plot['param'].replace('/', '_')}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)

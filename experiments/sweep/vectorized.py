@@ -213,6 +213,62 @@ def run_vectorized_group(conf: str, group: list[Trial], sweep_dir: Path) -> None
     summaries = [_start_run(exp, _composed(conf, tuple(t.overrides))[1], run, conf, started, len(group))
                  for t, exp, run in zip(group, exps, runs)]
     done: set[int] = set()
+    with _RunLogs(runs) as logs:
+        logs.each(lambda k: f"run {conf}: {exps[k].model.name} in {runs[k].dir}, trained in one vectorised group "
+                            f"with trials {' '.join(t.id for t in group)} (their shared log lines follow)")
+        try:
+            _run_group(exps, runs, summaries, done, t0)
+        finally:
+            logs.each(lambda k: f"run {summaries[k].get('status', 'failed')}: " + _result_line(summaries[k]))
+
+
+def _result_line(summary: dict) -> str:
+    test = summary.get("test")
+    if isinstance(test, dict):
+        return "test " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float))
+    return summary.get("error") or ""
+
+
+class _RunLogs:
+    """Each trial's run.log, as `nnrun train` writes one through Hydra's job logging: the
+    group's shared lines (epochs, the group's status) and each trial's own first and last line."""
+
+    FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+    def __init__(self, runs: list[Run]):
+        self.runs = runs
+        self.shared = logging.getLogger("nnrun")
+        self.own: list[logging.Logger] = []
+        self.handlers: list[logging.Handler] = []
+
+    def __enter__(self) -> "_RunLogs":
+        self.level = self.shared.level
+        if self.shared.getEffectiveLevel() > logging.INFO:
+            self.shared.setLevel(logging.INFO)
+        for run in self.runs:
+            handler = logging.FileHandler(run.dir / "run.log")
+            handler.setFormatter(logging.Formatter(self.FORMAT))
+            self.shared.addHandler(handler)
+            own = logging.getLogger(f"nnrun.trial.{run.dir.name}")
+            own.propagate, own.level = False, logging.INFO
+            own.addHandler(handler)
+            self.own.append(own)
+            self.handlers.append(handler)
+        return self
+
+    def each(self, message) -> None:
+        for k, own in enumerate(self.own):
+            own.info("%s", message(k))
+
+    def __exit__(self, *exc: Any) -> None:
+        for own, handler in zip(self.own, self.handlers):
+            self.shared.removeHandler(handler)
+            own.removeHandler(handler)
+            handler.close()
+        self.shared.setLevel(self.level)
+
+
+def _run_group(exps: list[Experiment], runs: list[Run], summaries: list[dict], done: set[int], t0: float) -> None:
     try:
         with StopRequest() as stop:
             _train_group(exps, runs, summaries, done, stop, t0)
@@ -230,10 +286,10 @@ def run_vectorized_group(conf: str, group: list[Trial], sweep_dir: Path) -> None
                 plot_quietly(run.dir)
         total = time.perf_counter() - t0
         for run, summary in zip(runs, summaries):
-            summary.update(wall_time_s=round(total / len(group), 3), group_wall_time_s=round(total, 3))
+            summary.update(wall_time_s=round(total / len(runs), 3), group_wall_time_s=round(total, 3))
             summary.setdefault("finished_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
             run.write_summary(summary)
-    log.info("vectorised group of %d: %s", len(group), [s["status"] for s in summaries])
+    log.info("vectorised group of %d: %s", len(runs), [s["status"] for s in summaries])
 
 
 def _start_run(exp: Experiment, overrides: tuple[str, ...], run: Run, conf: str, started: str, size: int) -> dict:
@@ -241,10 +297,23 @@ def _start_run(exp: Experiment, overrides: tuple[str, ...], run: Run, conf: str,
     saved = OmegaConf.to_yaml(OmegaConf.masked_copy(exp.raw, [k for k in exp.raw if k != "resume"]))
     write_text_atomic(run.dir / CONFIG, saved)
     write_text_atomic(run.dir / ".hydra" / "overrides.yaml", yaml.safe_dump(list(overrides)))
+    write_text_atomic(run.dir / ".hydra" / "config.yaml", saved)  # as Hydra writes it for `nnrun train`
+    write_text_atomic(run.dir / ".hydra" / "hydra.yaml", _hydra_yaml(conf, overrides, run.dir))
     summary = {"experiment": conf, "run_dir": str(run.dir), "seed": exp.seed, "started_at": started,
                "resumed": False, "vectorized": True, "group_size": size}
     run.write_summary({**summary, "status": "running"})
     return summary
+
+
+def _hydra_yaml(conf: str, overrides: tuple[str, ...], run_dir: Path) -> str:
+    """Hydra's own settings for the trial (launcher, logging, choices), unresolved, as in
+    the .hydra/hydra.yaml of a run Hydra started; `runtime.output_dir` is the trial's directory."""
+    from experiments.hydra_bridge import compose
+
+    hydra = compose(conf, list(overrides))[0].hydra
+    node = OmegaConf.create({"hydra": OmegaConf.to_container(hydra, resolve=False)})
+    node.hydra.runtime.output_dir = str(run_dir)
+    return OmegaConf.to_yaml(node)
 
 
 def _train_group(exps: list[Experiment], runs: list[Run], summaries: list[dict], done: set[int],
