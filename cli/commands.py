@@ -185,9 +185,10 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
         path = run_dir / eval_file(metrics.get("checkpoint", which), metrics.get("split", split))
         write_json_atomic(path, metrics)
         write_json_atomic(run_dir / "eval.json", metrics)  # the latest eval, whichever it was
-    step = f", step {metrics['step']}" if "step" in metrics else ""
-    table = Table(title=f"eval {run_dir.name}: {metrics.get('split', split)} split, "
-                        f"{metrics.get('checkpoint', which)} checkpoint{step}")
+    step = f" (step {metrics['step']})" if "step" in metrics else ""
+    console.print(f"eval {run_dir}: {metrics.get('split', split)} split, {metrics.get('checkpoint', which)} "
+                  f"checkpoint{step}", markup=False, highlight=False, soft_wrap=True)
+    table = Table()
     table.add_column("metric", overflow="fold")
     table.add_column("value", justify="right", overflow="fold")
     for k, v in _flatten(metrics).items():
@@ -278,7 +279,20 @@ def list_all(plugins: Optional[list[str]] = None) -> int:
 
 
 def _header_comment(path: Path) -> str:
-    """The first comment line after the command line in an experiment's header."""
-    lines = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")]
-    body = [ln for ln in lines if not ln.startswith("nnrun ")]
-    return body[0] if body else ""
+    """The first sentence of an experiment's header comment (after its command line), whole:
+    it may run over several comment lines."""
+    import re
+
+    lines = []
+    for ln in path.read_text().splitlines():
+        if not ln.startswith("#"):
+            break
+        text = ln[1:].strip()
+        if text.startswith("nnrun ") and not lines:
+            continue
+        if text.lower().startswith(("expected:", "measured:")):
+            break
+        lines.append(text)
+    body = " ".join(lines)
+    end = re.search(r"(?<! al)(?<!e\.g)(?<!i\.e)\.(\s|$)", body)  # not after "et al." or "e.g."
+    return body[: end.start() + 1] if end else body

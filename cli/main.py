@@ -61,14 +61,13 @@ def _split_conf(args: List[str]) -> tuple[Optional[str], Optional[str], list[str
 def _with_plugins(conf: Optional[str], overrides: list[str], plugins: list[str]) -> list[str]:
     """--plugin X as a `plugins=[...]` override, added to the experiment's own list, so the
     run's config (and each sweep trial's) records it."""
-    from experiments.hydra_bridge import plugin_specs, quote
+    from experiments.hydra_bridge import plugin_specs, plugins_override
     from experiments.config import experiment_names
     from experiments.registry import resolve_plugin
 
     own = plugin_specs(conf, overrides)[0] if conf and conf in experiment_names() else []
     specs = list(dict.fromkeys(resolve_plugin(s) for s in [*own, *plugins]))
-    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"),
-            f"plugins=[{','.join(quote(s) for s in specs)}]"]
+    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"), plugins_override(specs)]
 
 
 def use_config_dir(path: str) -> None:

@@ -173,8 +173,12 @@ def load_plugins_for(conf: str, overrides: list[str]) -> list[str]:
     if not any(is_plugin_file(s) for s in specs):
         return overrides
     resolved = [resolve_plugin(s) for s in specs]
-    value = f"plugins=[{','.join(quote(s) for s in resolved)}]"
-    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"), value]
+    return [*(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "plugins"), plugins_override(resolved)]
+
+
+def plugins_override(specs: list[str]) -> str:
+    """`plugins=[a,b]`, each quoted only where Hydra's grammar needs it (a readable command line)."""
+    return f"plugins=[{','.join(s if re.fullmatch(r'[A-Za-z0-9_./-]+', s) else quote(s) for s in specs)}]"
 
 
 def _schema_fields(group: str) -> set[str]:

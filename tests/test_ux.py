@@ -92,6 +92,9 @@ def test_list_folds_descriptions_instead_of_cutting_them(monkeypatch) -> None:
     text = re.sub(r"[\s│┃|]+", "", out)  # the table's cells, folded text joined again
     for name, entry in MODELS.items():
         assert re.sub(r"\s+", "", entry.description) in text, name
+    # an experiment's header: its first sentence whole, though it runs over two comment lines
+    assert re.sub(r"\s+", "", "LeNet5 (LeCun et al. 1998, 61,706 parameters) on MNIST: 55k train / 5k "
+                  "validation, Adam with warmup + cosine decay, batch 128.") in text
 
 
 def test_progress_bar_in_an_80_column_terminal_cuts_nothing() -> None:
