@@ -466,26 +466,29 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
             result = _summary_fields(lane, status, step_i, spe, bool(t.scan))
             result["examples_per_s"] = steady.rate and steady.rate / len(lanes)  # steady state, per run
             if status == "completed":
-                final = lane_state(state, k).inner
-                result.update(_test_results(lane, lane_state(state, k), step_i, data, evaluator))
-                if lane.exp.trainer.plots:
-                    _draw_figures_quietly(lane, final, data)
+                chosen, tests = _test_results(lane, lane_state(state, k), step_i, data, evaluator)
+                result.update(tests)
+                if lane.exp.trainer.plots:  # the figures show the parameters that `test` scores
+                    _draw_figures_quietly(lane, chosen.inner, data)
             else:
                 result["interrupted_by"] = stop.name
             results.append(result)
         return results
 
 
-def _test_results(lane: Lane, state: LoopState, step: int, data: Dataset, evaluator: Evaluator) -> dict:
+def _test_results(lane: Lane, state: LoopState, step: int, data: Dataset,
+                  evaluator: Evaluator) -> tuple[LoopState, dict]:
     """The test split on the best checkpoint (what `nnrun eval` reports), and on the last
     parameters as `test_last`; `test_from` says which checkpoint `test` is (the last one
-    when no best was saved, e.g. no finite validation metric)."""
+    when no best was saved, e.g. no finite validation metric). Returns the state `test`
+    scored, and the summary fields."""
     last = evaluator(state.inner, data.test)
     best_step = lane.ckpt.latest_step("best")
     if best_step is None:
-        return {"test": last, "test_from": {"checkpoint": "last", "step": step}, "test_last": last}
-    best = last if best_step == step else evaluator(lane.ckpt.restore("best", state)[0].inner, data.test)
-    return {"test": best, "test_from": {"checkpoint": "best", "step": best_step}, "test_last": last}
+        return state, {"test": last, "test_from": {"checkpoint": "last", "step": step}, "test_last": last}
+    best_state = state if best_step == step else lane.ckpt.restore("best", state)[0]
+    best = last if best_step == step else evaluator(best_state.inner, data.test)
+    return best_state, {"test": best, "test_from": {"checkpoint": "best", "step": best_step}, "test_last": last}
 
 
 def _draw_figures_quietly(lane: Lane, state: Any, data: Dataset) -> None:
