@@ -111,7 +111,11 @@ def load_plugin(spec: str) -> Any:
         if not path.is_file():
             raise UserError(f"plugin file {path} does not exist; check the path in plugins=[...] or --plugin "
                             "(relative paths are relative to the working directory)")
-        name = f"nnrun_plugin_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+        same = _imported_from(path)
+        if same is not None:  # imported by name already (a launcher's worker unpickling its classes)
+            _loaded[key] = same
+            return same
+        name = _module_name(path)
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
@@ -124,6 +128,8 @@ def load_plugin(spec: str) -> Any:
         finally:
             if sys.path and sys.path[0] == str(path.parent):
                 sys.path.pop(0)
+        if name == path.stem:
+            _share_path(path.parent)
     else:
         cwd = str(Path.cwd())
         added = cwd not in sys.path
@@ -134,8 +140,47 @@ def load_plugin(spec: str) -> Any:
         finally:
             if added and cwd in sys.path:
                 sys.path.remove(cwd)
+        if added and Path(getattr(module, "__file__", "") or "/").resolve().is_relative_to(Path(cwd).resolve()):
+            _share_path(Path(cwd))
     _loaded[key] = module
     return module
+
+
+def _imported_from(path: Path) -> Any:
+    """The module already imported from the file `path`, if any."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).name == path.name:
+            try:
+                if Path(file).resolve() == path.resolve():
+                    return module
+            except OSError:
+                continue
+    return None
+
+
+def _module_name(path: Path) -> str:
+    """A file plugin's module name: its stem, when that names no other module (so that the
+    classes it defines pickle by a name a launcher's worker process can import again, see
+    _share_path); else a unique private name."""
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        try:
+            taken = importlib.util.find_spec(stem) is not None
+        except (ImportError, ValueError):
+            taken = True
+        if not taken:
+            return stem
+    return f"nnrun_plugin_{stem}_{zlib.crc32(str(path).encode()):08x}"
+
+
+def _share_path(folder: Path) -> None:
+    """Put a plugin's folder on $PYTHONPATH for the processes this one starts: Hydra's Ray
+    and submitit launchers pickle the ConfigStore (with the plugin's schema classes) to their
+    workers, which unpickle it before nnrun's code runs there."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(folder) not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*parts, str(folder)])
 
 
 def load_entry_points() -> None:

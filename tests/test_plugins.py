@@ -45,6 +45,12 @@ def build(cfg: PerceptronConfig, info: DataInfo) -> Perceptron:
 '''
 
 
+@pytest.fixture(autouse=True)
+def _restore_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a file plugin adds its folder to $PYTHONPATH (for launcher workers): undone after each test."""
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+
+
 def user_folder(root: Path, name: str, module: str | None = None) -> Path:
     """The README's recipe: one module and one YAML in conf/model/."""
     root.mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,31 @@ def test_entry_point_plugins_of_installed_packages(nnrun_cli, tmp_path: Path, mo
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     result = nnrun_cli("list")
     assert result.code == 0 and "perceptron_d" in result.out
+
+
+def test_a_file_plugins_classes_unpickle_in_a_worker_process(tmp_path: Path) -> None:
+    """Hydra's Ray and submitit launchers pickle the ConfigStore, plugin schemas included, to
+    worker processes, which unpickle it before any nnrun code runs there."""
+    import pickle
+
+    from experiments.registry import load_plugin
+
+    folder = user_folder(tmp_path / "project", "perceptron_e")
+    module = load_plugin(str(folder / "perceptron_e.py"))
+    assert module.__name__ == "perceptron_e"
+    payload = pickle.dumps(module.PerceptronConfig(hidden=7))
+    # then, as in the worker's run_trial, the config's plugins are loaded: the same module, not twice
+    probe = ("import pickle, sys; print(pickle.loads(sys.stdin.buffer.read())); "
+             "from experiments.registry import load_plugin; from experiments.models import MODELS; "
+             f"load_plugin({str(folder / 'perceptron_e.py')!r}); print(MODELS.get('perceptron_e').description)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # what a launcher's worker inherits
+    out = subprocess.run([sys.executable, "-c", probe], input=payload, cwd=tmp_path, env=env, capture_output=True,
+                         check=True).stdout.decode()
+    assert "hidden=7" in out and "perceptron_e" in out and "one-hidden-layer perceptron" in out
+    json_like = tmp_path / "json.py"  # a stem that names another module keeps a private name
+    json_like.write_text("X = 1\n")
+    assert load_plugin(str(json_like)).__name__.startswith("nnrun_plugin_json_")
 
 
 @pytest.mark.parametrize("plugin, fragments", [
