@@ -568,10 +568,12 @@ def _end_epoch(lane: Lane, state: LoopState, sums: dict, epoch_done: float, step
         record["partial"] = True
     lane.log(record)
     lane.history.end_epoch(epoch_done, step, val or train_metrics)
-    if periodic:
-        lane.ckpt.save("last", step, state)
+    # best before last: a kill between the two then resumes from the older `last` and
+    # replays this epoch (re-saving nothing), instead of leaving `best` an epoch behind
     if lane.history.best_step == step:
         lane.ckpt.save("best", step, state)
+    if periodic:
+        lane.ckpt.save("last", step, state)
     return val
 
 
