@@ -92,8 +92,10 @@ def train(
 ):
     """Train an experiment: nnrun train conf=<name> [key=value ...] | nnrun train resume=<run_dir>
 
-    Everything after conf= is a Hydra override (optim.lr=0.01, model=mlp, model.cell=gru,
-    optim=sgd, trainer.epochs=3, hydra.run.dir=DIR); `nnrun list` names every choice."""
+    Everything after conf= is a Hydra override (optim.lr=0.01, optim=sgd, model=mlp,
+    trainer.epochs=3, hydra.run.dir=DIR; on conf=lstm_mnist, model.cell=gru); `nnrun list`
+    names every choice. Your own models: --plugin FILE|MODULE, your own configs: --config-dir
+    DIR or ./conf (README: Extending nnrun)."""
     from cli import commands
 
     conf, resume, overrides = _split_conf(ctx.args)
@@ -106,7 +108,7 @@ def eval_(
     last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test, val or train."),
 ):
-    """Evaluate a run's checkpoint; prints a table and writes eval.json into the run."""
+    """Evaluate a run's checkpoint; prints a table and writes eval-<checkpoint>-<split>.json into the run."""
     from cli import commands
 
     raise typer.Exit(commands.evaluate(run_dir, "last" if last else "best", split))
@@ -157,10 +159,10 @@ def list_():
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
     config_dir: Optional[Path] = typer.Option(
-        None, "--config-dir", help="A folder of your own configs (<experiment>.yaml, model/, data/, ...), "
+        None, "--config-dir", metavar="DIR", help="A folder of your own configs (<experiment>.yaml, model/, data/, ...), "
         "searched before ./conf and nnrun's own. Also after the command."),
     plugin: Optional[List[str]] = typer.Option(
-        None, "--plugin", help="A Python file or module that registers models, datasets, objectives, ... "
+        None, "--plugin", metavar="FILE|MODULE", help="A Python file or module that registers models, datasets, objectives, ... "
         "(repeatable; also after the command, or plugins=[...] in a config)."),
 ):
     STATE["debug"] = STATE["debug"] or debug
