@@ -63,6 +63,7 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
+    store.repo.pop("schema", None)  # rebuilt from the registries as they are now (entries can go)
     for group, registry in _registries().items():
         for name, entry in registry.items():
             node = OmegaConf.structured(entry.schema)

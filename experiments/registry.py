@@ -37,6 +37,10 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Forget an entry (a plugin or test that registered it is done with it)."""
+        self._entries.pop(name, None)
+
     def discover(self) -> None:
         """Import every module in the package so that their decorators run."""
         if self._discovered:

@@ -34,7 +34,6 @@ class ToyDataConfig(DataConfig):
     count: int = 512
 
 
-@register_dataset("toy_sums", schema=ToyDataConfig)
 def load_toy(cfg: ToyDataConfig) -> Dataset:
     """integer vectors; the target is their sum as a float (no classes)"""
     rng = np.random.default_rng(0)
@@ -62,7 +61,6 @@ class ToyLinear(nn.Module):
         return nn.Dense(self.outputs)(h)
 
 
-@register_model("toy_linear", schema=ToyModelConfig)
 def build_toy(cfg: ToyModelConfig, info: DataInfo) -> ToyLinear:
     """a dense layer (with BatchNorm in front if asked)"""
     return ToyLinear(info.output_size, cfg.batchnorm)
@@ -85,7 +83,6 @@ class AbsError(Objective):
         return {"loss": s["loss"] / s["weight"], "mean_abs": s["loss"] / s["weight"]}
 
 
-@register_objective("toy_abs_error", schema=AbsErrorConfig)
 def build_abs(cfg: AbsErrorConfig) -> AbsError:
     """mean absolute error"""
     return AbsError()
@@ -184,12 +181,6 @@ class RunningMean:
         return None
 
 
-register_trainer("toy_running_mean", TrainerEntry(
-    schema=RunningMeanConfig, description="running mean of the targets (no gradient, no optimizer)",
-    steps=lambda exp, data, hp=None: RunningMean(build_objective(exp.objective), exp.trainer.rate)))
-register_trainer("toy_two_player", TrainerEntry(
-    schema=RunningMeanConfig, description="a trainer with two optimizer groups (an adversarial one's config)",
-    steps=lambda exp, data, hp=None: None, optim_groups=("optim", "optim_d")))
 
 
 @dataclass
@@ -197,13 +188,37 @@ class ConstantModelConfig(ModelConfig):
     name: str = "toy_constant"
 
 
-@register_model("toy_constant", schema=ConstantModelConfig, trainer="toy_running_mean")
 def build_constant(cfg, info):
     """a prediction that the trainer moves itself"""
     return None
 
 
-register_model("toy_pair", schema=ConstantModelConfig, trainer="toy_two_player")(build_constant)
+
+@pytest.fixture(scope="module", autouse=True)
+def toys():
+    """Register the toy entries for this module's tests, then forget them: later tests (and
+    the launchers' worker processes, which cannot import this module) never see them."""
+    from experiments.data import DATASETS
+    from experiments.models import MODELS
+    from experiments.objectives import OBJECTIVES
+    from experiments.training import TRAINERS
+
+    register_dataset("toy_sums", schema=ToyDataConfig)(load_toy)
+    register_model("toy_linear", schema=ToyModelConfig)(build_toy)
+    register_objective("toy_abs_error", schema=AbsErrorConfig)(build_abs)
+    register_trainer("toy_running_mean", TrainerEntry(
+        schema=RunningMeanConfig, description="running mean of the targets (no gradient, no optimizer)",
+        steps=lambda exp, data, hp=None: RunningMean(build_objective(exp.objective), exp.trainer.rate)))
+    register_trainer("toy_two_player", TrainerEntry(
+        schema=RunningMeanConfig, description="a trainer with two optimizer groups (an adversarial one's config)",
+        steps=lambda exp, data, hp=None: None, optim_groups=("optim", "optim_d")))
+    register_model("toy_constant", schema=ConstantModelConfig, trainer="toy_running_mean")(build_constant)
+    register_model("toy_pair", schema=ConstantModelConfig, trainer="toy_two_player")(build_constant)
+    yield
+    for registry, names in ((DATASETS, ["toy_sums"]), (MODELS, ["toy_linear", "toy_constant", "toy_pair"]),
+                            (OBJECTIVES, ["toy_abs_error"]), (TRAINERS, ["toy_running_mean", "toy_two_player"])):
+        for name in names:
+            registry.unregister(name)
 
 
 def test_a_trainer_without_gradient_or_optimizer_runs_through_the_driver(nnrun_cli, toy_conf, tmp_path: Path) -> None:
