@@ -92,8 +92,20 @@ def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
             return cfg, overrides
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(_override_error(err, overrides, conf)) from err
+    except TypeError as err:  # Hydra's defaults list given a value it cannot take, e.g. schedule=[0]
+        raise UserError(_bad_group_choice(overrides)) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def _bad_group_choice(overrides: list[str]) -> str:
+    """A group choice that is not one option name (a list, a number)."""
+    groups = {p.name for d in config_dirs() for p in d.iterdir() if p.is_dir()}
+    bad = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] in groups), None)
+    if bad is None:
+        return f"bad override among {' '.join(overrides)}: Hydra cannot use it as a config choice"
+    group = bad.lstrip("+~").split("=", 1)[0]
+    return f"bad override '{bad}': '{group}' takes one option name, e.g. {group}=<name> (see `nnrun list`)"
 
 
 def primary_dir(conf: str) -> Path:

@@ -219,10 +219,9 @@ def test_fuzzed_experiment_names(conf: str) -> None:
         assert outcome.code != 0
 
 
-@pytest.mark.xfail(strict=True, reason="found by the fuzzer: a list of numbers as a config-group choice reaches "
-                   "Hydra's defaults list, which raises TypeError; experiments/hydra_bridge.compose reports it as an "
-                   "unexpected error (exit 1) instead of naming the override (exit 2)")
 def test_a_list_of_numbers_as_a_group_choice_is_named() -> None:
+    """Found by the fuzzer: a list of numbers as a config-group choice reached Hydra's
+    defaults list, which raised TypeError (exit 1, no override named)."""
     outcome = run_cli("train", "conf=lenet5", "schedule=[0]", "--cfg")
     check_outcome(outcome, ["schedule=[0]"])
     assert outcome.code == 2 and "schedule" in outcome.err, outcome.err
