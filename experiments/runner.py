@@ -31,7 +31,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
     other exceptions are recorded the same way and re-raised.
     """
     exp = validate(cfg)  # fails before any file is written
-    run = Run(run_dir, name)
+    run = Run(run_dir)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     previous = run.previous_summary() if exp.resume else None
     base = {

@@ -20,7 +20,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -161,11 +160,9 @@ def read_json(path: Path) -> dict:
 class Run:
     """Writes the files of one run directory."""
 
-    def __init__(self, directory: Path, experiment: str):
+    def __init__(self, directory: Path):
         self.dir = Path(directory).resolve()
-        self.experiment = experiment
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.started = time.time()
 
     @property
     def checkpoint_dir(self) -> Path:

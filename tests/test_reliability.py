@@ -328,7 +328,7 @@ def test_a_full_disk_fails_in_one_line_and_the_run_resumes_after_freeing_space(t
 def _fake_run(tmp_path: Path):
     from experiments.runs import Run
 
-    run = Run(tmp_path / "run", "lenet5")
+    run = Run(tmp_path / "run")
     (run.dir / "checkpoints" / "last" / "15").mkdir(parents=True)
     (run.dir / "checkpoints" / "last" / "30.orbax-checkpoint-tmp").mkdir()  # a partial save is no good one
     return run

@@ -209,7 +209,7 @@ def run_vectorized_group(conf: str, group: list[Trial], sweep_dir: Path) -> None
         path = Path(sweep_dir) / t.id
         if path.exists() and any(path.iterdir()):
             raise UserError(f"run directory {path} already exists and is not empty; nnrun never overwrites a run")
-    runs = [Run(Path(sweep_dir) / t.id, conf) for t in group]
+    runs = [Run(Path(sweep_dir) / t.id) for t in group]
     summaries = [_start_run(exp, _composed(conf, tuple(t.overrides))[1], run, conf, started, len(group))
                  for t, exp, run in zip(group, exps, runs)]
     done: set[int] = set()
