@@ -46,9 +46,23 @@ def build(cfg: PerceptronConfig, info: DataInfo) -> Perceptron:
 
 
 @pytest.fixture(autouse=True)
-def _restore_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading a file plugin adds its folder to $PYTHONPATH (for launcher workers): undone after each test."""
+def _forget_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Each test's plugins are forgotten after it: their models, their modules, and the
+    folder a file plugin adds to $PYTHONPATH (for launcher workers). Later tests, and the
+    launchers' worker processes, never meet them."""
+    from experiments import registry
+    from experiments.models import MODELS
+
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    models, loaded = set(MODELS.names()), dict(registry._loaded)
+    yield
+    for name in set(MODELS.names()) - models:
+        MODELS.unregister(name)
+    registry._loaded.clear()
+    registry._loaded.update(loaded)
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def user_folder(root: Path, name: str, module: str | None = None) -> Path:
