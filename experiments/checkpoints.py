@@ -96,6 +96,7 @@ class Checkpointer:
                 f"no '{which}' checkpoint in {self.dir}; the run saved none (did it fail or stop before its "
                 f"first epoch ended?). Train again or resume it{other}"
             )
+        self._check_shapes(which, step, target)  # before any read: a failed restore leaves reads pending
         try:
             restored = self._manager(which).restore(step, args=ocp.args.StandardRestore(target))
         except ValueError as err:  # orbax: tree structure or array shapes differ from the model's
@@ -105,6 +106,31 @@ class Checkpointer:
                 f"config.yaml ({first}); was it written by another version of the model code? Train again"
             ) from err
         return restored, step
+
+    def _check_shapes(self, which: str, step: int, target: Any) -> None:
+        """Compare the saved arrays' shapes with the target's from the checkpoint's metadata.
+        A restore into the wrong shapes fails only after orbax has started reading every
+        array; the reads it abandons are reported later by the garbage collector as
+        'Exception ignored in ... _read_array_index_and_device_put' (pytest: one
+        PytestUnraisableExceptionWarning per array)."""
+        import jax
+
+        try:
+            with ocp.StandardCheckpointer() as reader:
+                saved = reader.metadata(self.dir / which / str(step) / "default")
+        except Exception:  # noqa: BLE001 - no metadata to compare: orbax's restore decides
+            return
+        saved = getattr(saved, "item_metadata", saved)
+        shapes = {_path(p): tuple(getattr(leaf, "shape", ()) or ())
+                  for p, leaf in jax.tree_util.tree_leaves_with_path(saved)}
+        for path, leaf in jax.tree_util.tree_leaves_with_path(target):
+            key = _path(path)
+            want = tuple(getattr(leaf, "shape", ()))
+            if key in shapes and shapes[key] != want:
+                raise UserError(
+                    f"checkpoint {self.dir / which / str(step)} does not fit the model built from the run's "
+                    f"config.yaml ({key}: saved {shapes[key]}, the model has {want}); was it written by another "
+                    "version of the model code? Train again")
 
     def close(self) -> None:
         for manager in self._managers.values():
@@ -138,3 +164,10 @@ def _quiet_closed_loop_noise() -> None:
     with _quiet_lock:
         if not getattr(sys.unraisablehook, "nnrun_closed_loop_filter", False):
             sys.unraisablehook = _closed_loop_filter(sys.unraisablehook)
+
+
+def _path(path: tuple) -> str:
+    """A tree path as names joined by '.', the same whether a level is a dataclass
+    attribute (the state as built) or a dict key (the state as orbax saved it)."""
+    names = [getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))) for k in path]
+    return ".".join(str(n) for n in names)
