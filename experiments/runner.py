@@ -67,7 +67,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, name: str) -> dict:
         run.write_summary(summary)
         if getattr(exp.trainer, "plots", True):
             plot_quietly(run.dir)
-    log.info("run %s: %s", summary["status"], summary.get("test"))
+    if summary.get("test"):
+        log.info("run %s: test %s", summary["status"], summary["test"])
+    else:
+        log.info("run %s%s", summary["status"], f" by {summary['interrupted_by']}" if summary.get("interrupted_by") else "")
     return summary
 
 
