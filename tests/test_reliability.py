@@ -202,6 +202,25 @@ def test_a_second_sweep_in_a_running_sweep_directory_fails_at_once(tmp_path: Pat
     assert lock_holder(sweep_dir) is None
 
 
+@pytest.mark.slow
+def test_eval_of_a_trial_refuses_while_its_vectorised_group_trains(tmp_path: Path) -> None:
+    """The trials of a vectorised group hold their own run locks while the group trains."""
+    sweep_dir = tmp_path / "sweep"
+    a = start("sweep", "conf=mlp_mnist", "seed=0,1", *TINY, "trainer.epochs=1000", "--vectorize",
+              f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    try:
+        trial = sweep_dir / "000"
+        wait_until(lambda: lock_holder(trial) == a.pid and (trial / "checkpoints" / "last").is_dir(), a,
+                   "the group's first checkpoint")
+        assert_one_line_error(finish(start("eval", str(trial), "--last", cwd=tmp_path), 120),
+                              f"run directory {trial} is in use by process {a.pid}")
+        a.send_signal(signal.SIGINT)
+        assert finish(a, 180).code == 130
+    finally:
+        stop(a)
+    assert lock_holder(trial) is None
+
+
 HOLDER = """
 import os, sys
 from experiments.locks import hold

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,7 @@ from omegaconf import OmegaConf
 from experiments.config import Experiment, validate
 from experiments.data import load_dataset
 from experiments.errors import UserError
+from experiments.locks import hold
 from experiments.models import build_model, data_info
 from experiments.runner import one_line, plot_quietly
 from experiments.runs import CONFIG, Run, StopRequest, write_text_atomic
@@ -210,6 +212,14 @@ def run_vectorized_group(conf: str, group: list[Trial], sweep_dir: Path) -> None
         if path.exists() and any(path.iterdir()):
             raise UserError(f"run directory {path} already exists and is not empty; nnrun never overwrites a run")
     runs = [Run(Path(sweep_dir) / t.id) for t in group]
+    with ExitStack() as locks:  # one writer per trial directory, as for a run of its own
+        for run in runs:
+            locks.enter_context(hold(run.dir))
+        _train_and_log(conf, group, exps, runs, started, t0)
+
+
+def _train_and_log(conf: str, group: list[Trial], exps: list[Experiment], runs: list[Run], started: str,
+                   t0: float) -> None:
     summaries = [_start_run(exp, _composed(conf, tuple(t.overrides))[1], run, conf, started, len(group))
                  for t, exp, run in zip(group, exps, runs)]
     done: set[int] = set()
