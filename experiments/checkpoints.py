@@ -115,11 +115,16 @@ class Checkpointer:
         PytestUnraisableExceptionWarning per array)."""
         import jax
 
+        absl = logging.getLogger("absl")  # orbax warns that the item folder has no step metadata: it needs none
+        level = absl.level
+        absl.setLevel(logging.ERROR)
         try:
             with ocp.StandardCheckpointer() as reader:
                 saved = reader.metadata(self.dir / which / str(step) / "default")
         except Exception:  # noqa: BLE001 - no metadata to compare: orbax's restore decides
             return
+        finally:
+            absl.setLevel(level)
         saved = getattr(saved, "item_metadata", saved)
         shapes = {_path(p): tuple(getattr(leaf, "shape", ()) or ())
                   for p, leaf in jax.tree_util.tree_leaves_with_path(saved)}
