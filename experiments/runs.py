@@ -201,10 +201,13 @@ class Run:
     def metrics(self) -> list[dict]:
         return read_metrics(self.dir)
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop records newer than the restored checkpoint (they will be redone)."""
-        kept = [r for r in self.metrics() if r.get("step", 0) <= after_step]
+    def truncate_metrics(self, after_step: int) -> list[dict]:
+        """On resume, drop records newer than the restored checkpoint, and records of a
+        chunk or epoch cut short by a stop or a cap (`partial`): the continued run logs
+        them whole. Returns the records kept."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= after_step and not r.get("partial")]
         self._write_atomic(self.dir / METRICS, "".join(json.dumps(_finite(r)) + "\n" for r in kept))
+        return kept
 
     def write_summary(self, summary: dict) -> None:
         """summary.json, replaced atomically. On a full disk the previous summary stays

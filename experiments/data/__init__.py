@@ -99,6 +99,8 @@ class Windows(Split):
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        # a host convenience (x, y for plots and scripts) that materialises every window;
+        # the driver never calls it: it gathers batches from device_arrays()
         return self.sample(len(self))
 
     @property

@@ -104,8 +104,3 @@ def weights(batch: dict, shape: tuple) -> jnp.ndarray:
             m = batch[key].astype(jnp.float32)
             w = w * m.reshape(m.shape + (1,) * (len(shape) - m.ndim))
     return w
-
-
-def per_example(values: jnp.ndarray, keep: int) -> jnp.ndarray:
-    """Mean over all axes after the first `keep` (e.g. features of a regression target)."""
-    return values.reshape(values.shape[:keep] + (-1,)).mean(-1) if values.ndim > keep else values

@@ -131,6 +131,12 @@ def evaluate_experiment(exp: Any, run_dir: Any, split: str, which: str) -> dict:
     return evaluate_run(exp, run_dir, split, which)
 
 
+def best_metric(exp: Any, objective: Any) -> Any:
+    """The metric that picks the best checkpoint: `trainer.best_metric`, else the objective's first."""
+    name = getattr(exp.trainer, "best_metric", None)
+    return objective.metric(name) if name else objective.primary
+
+
 @dataclass(frozen=True)
 class RankingMetrics:
     """Where a run's ranking numbers live in its summary.json, for sweeps and tables."""
@@ -149,8 +155,7 @@ def ranking_metrics(exp: Any) -> RankingMetrics:
     from experiments.objectives import build_objective
 
     objective = build_objective(exp.objective)
-    chosen = getattr(exp.trainer, "best_metric", None)
-    best = objective.metric(chosen) if chosen else objective.primary
+    best = best_metric(exp, objective)
     return RankingMetrics(f"best.{best.name}", best.direction, f"test.{objective.primary.name}")
 
 

@@ -14,9 +14,8 @@ seed's keys, learning-rate tables, traced optimizer and model fields) travel in 
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,8 +31,8 @@ from experiments.data import Dataset, Split, load_dataset
 from experiments.data.augment import augment
 from experiments.errors import NonFiniteLossError, UserError
 from experiments.objectives import Metric, Objective
-from experiments.runs import METRICS, Run, StopRequest, write_text_atomic
-from experiments.training import TRAINERS, Steps, Streams
+from experiments.runs import Run, StopRequest
+from experiments.training import TRAINERS, Steps, Streams, best_metric
 from experiments.training.progress import TrainProgress
 from experiments.writers import open_writers
 
@@ -195,6 +194,9 @@ class Throughput:
         return self.examples / self.seconds if self.seconds > 0 else None
 
 
+EPOCH_RECORD_KEYS = ("step", "epoch", "split", "time", "partial")  # what an epoch record holds besides metrics
+
+
 class History:
     """Best and last validation metrics, rebuilt from metrics.jsonl on resume."""
 
@@ -207,11 +209,14 @@ class History:
         self.first_chunk_s: Optional[float] = None
 
     @classmethod
-    def from_metrics(cls, records: list[dict], metric: Metric, names: list[str]) -> "History":
+    def from_metrics(cls, records: list[dict], metric: Metric) -> "History":
+        """The history as the epoch-end records logged it (their metrics, without the
+        bookkeeping and the train_* copies)."""
         h = cls(metric)
         for r in records:
             if r.get("split") in ("val", "train_epoch") and not r.get("partial"):
-                h.end_epoch(r["epoch"], r["step"], {k: r[k] for k in names if k in r})
+                h.end_epoch(r["epoch"], r["step"], {k: v for k, v in r.items()
+                                                    if k not in EPOCH_RECORD_KEYS and not k.startswith("train_")})
         return h
 
     def end_epoch(self, epoch: float, step: int, val: dict) -> None:
@@ -221,15 +226,6 @@ class History:
             return
         if self.best_value is None or self.metric.better(value, self.best_value):
             self.best_step, self.best_value, self.best_metrics = step, value, {"epoch": epoch, "step": step, **val}
-
-
-def best_metric(exp: Experiment, objective: Objective) -> Metric:
-    name = getattr(exp.trainer, "best_metric", None)
-    return objective.metric(name) if name else objective.primary
-
-
-def metric_names(objective: Objective) -> list[str]:
-    return [m.name for m in objective.metrics] + (["loss"] if "loss" not in [m.name for m in objective.metrics] else [])
 
 
 @dataclass
@@ -244,7 +240,6 @@ class Lane:
     ckpt: Optional[Checkpointer] = None
     writers: Any = None
     alive: bool = True
-    result: dict = field(default_factory=dict)
 
     def log(self, record: dict) -> None:
         self.writers.write(record)
@@ -376,7 +371,6 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         lanes.append(Lane(exp, run, steps, History(best_metric(exp, steps.objective)), jax.random.key(exp.seed)))
     ref = lanes[0].steps
     check_fit(ref, data, exps[0])
-    names = metric_names(ref.objective)
 
     # ---- the compiled step: the reference steps for one run; per-lane traced values when vmapped
     if vectorized:
@@ -397,7 +391,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         init = state_initializer(ref, data)  # the reference steps serve all: init reads no traced value
         states = [init(lane.key) for lane in lanes]
         if exps[0].resume:
-            states[0] = _restore_for_resume(lanes[0], states[0], names)
+            states[0] = _restore_for_resume(lanes[0], states[0])
         state = place_state(_stack(states) if vectorized else states[0])
         arrays = place_data(data.train.device_arrays())
 
@@ -577,17 +571,12 @@ def _end_epoch(lane: Lane, state: LoopState, sums: dict, epoch_done: float, step
     return val
 
 
-def _restore_for_resume(lane: Lane, state: LoopState, names: list[str]) -> LoopState:
+def _restore_for_resume(lane: Lane, state: LoopState) -> LoopState:
     ckpt, run = lane.ckpt, lane.run
     if ckpt.latest_step("last") is None:
         raise UserError(f"cannot resume {run.dir}: it has no checkpoint in checkpoints/last; start a new run instead")
     state, step = ckpt.restore("last", state)
-    run.truncate_metrics(step)
-    records = run.metrics()
-    kept = [r for r in records if not r.get("partial")]
-    if len(kept) != len(records):  # a chunk or epoch cut short by a stop or a cap: the continued run logs it whole
-        write_text_atomic(run.dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
-    lane.history = History.from_metrics(kept, lane.history.metric, names)
+    lane.history = History.from_metrics(run.truncate_metrics(step), lane.history.metric)
     return state
 
 

@@ -77,9 +77,6 @@ class GradientSteps:
     def learning_rate(self, step: int) -> Optional[float]:
         return float(self.schedule(step)) if self.schedule is not None else None
 
-    def variables(self, state: GradientState) -> dict:
-        return {"params": state.params, **state.model_state}
-
 
 def build_steps(exp: Experiment, data: Dataset, hp: Optional[dict] = None) -> GradientSteps:
     """The steps from the config; with `hp` (inside a vmapped sweep) the traced per-trial
