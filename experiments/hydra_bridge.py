@@ -62,13 +62,21 @@ def register_schemas() -> None:
     inside Hydra, before anything runs."""
     from hydra.core.config_store import ConfigStore
 
+    global _STORED
     store = ConfigStore.instance()
+    wanted = tuple((group, name, entry.schema) for group, registry in _registries().items()
+                   for name, entry in registry.items())
+    if wanted == _STORED and "schema" in store.repo:
+        return  # every compose calls this: rebuild only when a registry changed (a plugin, a test)
     store.repo.pop("schema", None)  # rebuilt from the registries as they are now (entries can go)
-    for group, registry in _registries().items():
-        for name, entry in registry.items():
-            node = OmegaConf.structured(entry.schema)
-            node.name = name  # one schema may serve several names (mnist, fashion_mnist, mnist_seq)
-            store.store(group=f"schema/{group}", name=name, node=node)
+    for group, name, schema in wanted:
+        node = OmegaConf.structured(schema)
+        node.name = name  # one schema may serve several names (mnist, fashion_mnist, mnist_seq)
+        store.store(group=f"schema/{group}", name=name, node=node)
+    _STORED = wanted
+
+
+_STORED: tuple = ()  # what register_schemas last put in the ConfigStore
 
 
 def compose(conf: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
