@@ -176,6 +176,11 @@ def run() -> None:
     if "--debug" in sys.argv[2:]:  # accept --debug after the command too
         sys.argv.remove("--debug")
         STATE["debug"] = True
+    import logging
+
+    # a log line that cannot be written (run.log on a full disk, orbax logging its own failed
+    # save) must not print "--- Logging error ---" tracebacks around the one-line error
+    logging.raiseExceptions = STATE["debug"]
     try:
         app()
     except SystemExit:
