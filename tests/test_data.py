@@ -21,15 +21,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments.data import DATASETS, DataConfig, Dataset, load_dataset
-from experiments.data.idx import (
-    cache_dir,
-    fetch,
-    mirrors_from_env,
-    read_idx_gz,
-    sha256_file,
-    verify,
-)
-from experiments.data.mnist import FASHION_MNIST_FILES, MNIST_FILES, PACKAGED_MNIST_DIR
+from experiments.data.downloads import cache_dir, fetch, mirrors_from_env
+from experiments.data.idx import read_idx_gz, sha256_file, verify
+from experiments.data.mnist import FASHION_MNIST_FILES, MNIST_FILES, PACKAGED_MNIST_DIR, ImageDataConfig
 from experiments.errors import UserError
 
 from conftest import FASHION_TEST_DIR as FASHION_DIR, needs_fashion  # noqa: E402 - $NNRUN_TEST_FASHION_MNIST_DIR
@@ -400,3 +394,32 @@ def test_fashion_mnist_without_network_says_what_to_do(isolated_env: Path, monke
     assert url in message and str(isolated_env / "fashion_mnist") in message
     assert "data.root=DIR" in message and "NNRUN_FASHION_MNIST_DIR" in message
     assert list((isolated_env / "fashion_mnist").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- LeNet5's padding
+
+
+def test_lenet5_pads_with_the_background_of_the_data(mnist: Dataset) -> None:
+    """The course pads the 28x28 digit with blank pixels: after standardisation a blank pixel is
+    (0 - mean) / std, not 0 (which would be the mean grey)."""
+    import jax.numpy as jnp
+
+    from experiments.models import build_model, data_info
+    from experiments.models.lenet5 import LeNet5Config, pad_with
+
+    blank = (0 - 0.1307) / 0.3081
+    assert np.isclose(mnist.meta["background"], blank) and np.isclose(mnist.train.x.min(), blank)
+    assert np.isclose(build_model(LeNet5Config(), data_info(mnist)).pad_value, blank)
+    assert build_model(LeNet5Config(pad_value=0.0), data_info(mnist)).pad_value == 0.0
+    unit = ImageDataConfig(name="mnist", train_subset=200, val_size=50, test_subset=100, pixels="unit")
+    assert load_dataset(unit).meta["background"] == 0.0
+
+    digits = jnp.asarray(mnist.test.x[:2])
+    padded = np.asarray(pad_with(digits, 32, blank))
+    assert padded.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(padded[:, 2:30, 2:30], mnist.test.x[:2])
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert np.allclose(padded[:, border], blank)
+    per_channel = np.asarray(pad_with(jnp.zeros((1, 30, 30, 3)), 32, (1.0, 2.0, 3.0)))
+    assert per_channel[0, 0, 0].tolist() == [1.0, 2.0, 3.0] and per_channel[0, 1, 1].tolist() == [0.0] * 3

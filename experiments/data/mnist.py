@@ -1,7 +1,7 @@
 """MNIST, Fashion-MNIST and sequential MNIST.
 
 MNIST ships with the package (`experiments/data/mnist/`); Fashion-MNIST is downloaded on
-first use into the user cache (see `idx.cache_dir`). Every file is checked against its
+first use into the user cache (see `downloads.cache_dir`). Every file is checked against its
 sha256 before it is parsed.
 
 Inputs are float32, scaled to [0, 1] and then standardised with the training set's pixel
@@ -23,7 +23,8 @@ from typing import Any, Optional
 import numpy as np
 
 from experiments.data import DataConfig, Dataset, Split, carve_validation, register_dataset
-from experiments.data.idx import cache_dir, fetch_all, mirrors_from_env, read_idx_gz_cached, verify
+from experiments.data.downloads import cache_dir, fetch_all, mirrors_from_env
+from experiments.data.idx import read_idx_gz_cached, verify
 from experiments.errors import UserError
 
 PACKAGED_MNIST_DIR = Path(__file__).parent / "mnist"
@@ -173,6 +174,8 @@ def _build(source: _Source, cfg: Any, raw: dict[str, np.ndarray], sequence: bool
         "class_names": list(source.class_names),
         "normalisation": {"mean": 0.0, "std": 1.0} if unit else {"mean": source.mean, "std": source.std},
         "layout": "sequence (time, features)" if sequence else "image (height, width, channels)",
+        # the value of a blank (raw 0) pixel: what a model pads with to extend the background
+        "background": 0.0 if unit else -source.mean / source.std,
     }
     return Dataset(cfg.name, train, val, Split(test_x, test_y), num_classes=10, meta=meta)
 

@@ -8,7 +8,7 @@ energy models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from experiments.registry import Registry
 
@@ -26,6 +26,7 @@ class DataInfo:
     num_classes: Optional[int] = None  # None for data without classes
     input_dtype: str = "float32"
     target_shape: tuple[int, ...] = ()  # one example's target `y` (() for a label or a scalar)
+    background: Union[float, tuple[float, ...]] = 0.0  # the input value of a blank pixel (a raw 0 after normalisation): a float, or one per channel
 
     @property
     def output_size(self) -> int:
@@ -69,5 +70,7 @@ def data_info(dataset: Any) -> DataInfo:
     """What a builder may know about a dataset, read from a real batch."""
     sample = dataset.train.sample(1)
     y = sample.get("y")
+    background = dataset.meta.get("background", 0.0)
     return DataInfo(tuple(sample["x"].shape[1:]), dataset.num_classes, str(sample["x"].dtype),
-                    tuple(y.shape[1:]) if y is not None else ())
+                    tuple(y.shape[1:]) if y is not None else (),
+                    tuple(background) if isinstance(background, (list, tuple)) else float(background))
