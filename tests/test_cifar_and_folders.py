@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -220,3 +221,183 @@ def test_cifar10_offline_names_the_file_and_the_fix(isolated_env: Path, nnrun_ma
     assert_one_line_error(outcome, "could not download cifar-10-binary.tar.gz", url,
                           str(isolated_env / "cifar10"), "data.root=DIR", "NNRUN_CIFAR10_DIR")
     assert list((isolated_env / "cifar10").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- data=arrays
+
+
+def save_npz(path: Path, n_train: int = 60, n_test: int = 20, **replace) -> Path:
+    """A small classification problem: 3 classes (class c brightens row c of a 6x6 image), sorted
+    by class (as files often are)."""
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.sort(rng.integers(0, 3, n_train)), rng.integers(0, 3, n_test)
+
+    def images(y: np.ndarray) -> np.ndarray:
+        x = rng.normal(size=(len(y), 6, 6, 1))
+        x[np.arange(len(y)), y] += 3.0
+        return x
+
+    arrays = dict(x_train=images(y_train), y_train=y_train, x_test=images(y_test), y_test=y_test,
+                  class_names=np.array(["a", "b", "c"]))
+    arrays.update(replace)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_arrays_loads_shuffles_and_carves_validation(tmp_path: Path) -> None:
+    from experiments.data.arrays import ArraysConfig
+
+    path = save_npz(tmp_path / "mine.npz")
+    data = load_dataset(ArraysConfig(path=str(path)))
+    assert data.train.x.shape == (54, 6, 6, 1) and data.val.x.shape == (6, 6, 6, 1) and len(data.test) == 20
+    assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
+    assert data.num_classes == 3 and data.meta["class_names"] == ["a", "b", "c"]
+    assert len(np.unique(data.val.y)) > 1  # shuffled first: the sorted file's last rows are not one class
+    as_stored = np.load(path)
+    np.testing.assert_allclose(np.sort(data.test.x.ravel()), np.sort(as_stored["x_test"].astype(np.float32).ravel()))
+    channel = load_dataset(ArraysConfig(path=str(path), pixels="channel", val_size=0, shuffle=False))
+    assert channel.val is None and abs(float(channel.train.x.mean())) < 1e-5
+    np.testing.assert_array_equal(channel.train.y, as_stored["y_train"])
+
+
+@pytest.mark.parametrize("replace, message", [
+    (dict(y_test=None), r"has no y_test \(it holds x_train, y_train, x_test, class_names\)"),
+    (dict(y_train=np.zeros(59, int)), "x_train has 60 examples but y_train has 59 labels"),
+    (dict(y_train=np.full(60, 0.5)), "y_train holds the non-integer label 0.5"),
+    (dict(y_test=np.full(20, -1)), "y_test holds the negative label -1"),
+    (dict(y_train=np.zeros((60, 3))), r"y_train has shape \(60, 3\); labels are one integer per example"),
+    (dict(x_test=np.zeros((20, 5, 6, 1))), r"x_train examples have shape \(6, 6, 1\) but x_test's have \(5, 6, 1\)"),
+    (dict(x_train=np.full((60, 6, 6, 1), np.nan)), "x_train holds NaN or infinite values"),
+    (dict(x_train=np.full((60, 2), "a")), "x_train has dtype <U1; inputs must be real numbers"),
+])
+def test_arrays_bad_files_are_one_line_errors(tmp_path: Path, replace: dict, message: str) -> None:
+    from experiments.data.arrays import ArraysConfig
+
+    path = save_npz(tmp_path / "bad.npz", **replace)
+    with pytest.raises(UserError, match=message) as err:
+        load_dataset(ArraysConfig(path=str(path)))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_arrays_path_problems(tmp_path: Path) -> None:
+    from experiments.data.arrays import ArraysConfig
+
+    with pytest.raises(UserError, match="data=arrays needs the file: data.path=FILE.npz"):
+        load_dataset(ArraysConfig())
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(ArraysConfig(path=str(tmp_path / "nope.npz")))
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(UserError, match="is not a readable .npz file"):
+        load_dataset(ArraysConfig(path=str(tmp_path / "text.npz")))
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(UserError, match="holds one array, not named arrays"):
+        load_dataset(ArraysConfig(path=str(tmp_path / "one.npy")))
+    objects = save_npz(tmp_path / "objects.npz", x_train=np.array([{}] * 60, dtype=object))
+    with pytest.raises(UserError, match="array of Python objects, which needs pickle"):
+        load_dataset(ArraysConfig(path=str(objects)))
+    with pytest.raises(UserError, match="label 2 does not fit data.num_classes=2"):
+        load_dataset(ArraysConfig(path=str(save_npz(tmp_path / "ok.npz")), num_classes=2))
+
+
+def test_train_on_your_own_arrays_from_the_command_line(tmp_path: Path, nnrun_main) -> None:
+    path = save_npz(tmp_path / "mine.npz", n_train=200, n_test=50)
+    outcome = nnrun_main("train", "conf=mlp_mnist", "data=arrays", f"data.path={path}", "model.hidden=[16]",
+                         "optim.lr=0.01", "trainer.epochs=2", "trainer.batch_size=20", "trainer.progress=false",
+                         "trainer.plots=false")
+    assert outcome.code == 0, outcome.err
+    test = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())["test"]
+    assert test["accuracy"] > 0.8 and "loss" in test  # the classes are easy to tell apart
+    bad = save_npz(tmp_path / "bad.npz", y_train=None)
+    assert_one_line_error(nnrun_main("train", "conf=mlp_mnist", "data=arrays", f"data.path={bad}"),
+                          "has no y_train", "numpy.savez")
+
+
+# ---------------------------------------------------------------------------- data=image_folder
+
+
+def image_folder(root: Path, per_class: int = 5, classes=("cat", "dog", "owl")) -> Path:
+    """Tiny images of mixed sizes and modes; each class a different brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 60 * c, 10, (20 + i, 24 + 2 * i, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(pixels)
+            if i == 1:
+                img = img.convert("L")
+            if i == 2:
+                img = img.convert("RGBA")
+            img.save(root / name / (f"{i}.jpg" if i == 3 else f"{i}.png"))
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    return root
+
+
+def test_image_folder_holds_out_each_class_and_resizes(tmp_path: Path) -> None:
+    from experiments.data.image_folder import ImageFolderConfig
+
+    root = image_folder(tmp_path / "pets", per_class=10)
+    data = load_dataset(ImageFolderConfig(path=str(root), size=[16, 12], val_size=3))
+    assert data.meta["class_names"] == ["cat", "dog", "owl"] and data.num_classes == 3
+    assert data.train.x.shape == (21, 16, 12, 3) and data.val.x.shape == (3, 16, 12, 3)
+    assert data.test.x.shape == (6, 16, 12, 3) and np.bincount(data.test.y).tolist() == [2, 2, 2]
+    assert data.train.x.dtype == np.float32
+    again = load_dataset(ImageFolderConfig(path=str(root), size=[16, 12], val_size=3))
+    np.testing.assert_array_equal(again.test.x, data.test.x)  # the same test images on every load
+    grey = load_dataset(ImageFolderConfig(path=str(root), size=[8, 8], channels=1, pixels="unit", val_size=0))
+    assert grey.train.x.shape == (24, 8, 8, 1) and 0 <= grey.train.x.min() and grey.train.x.max() <= 1
+    # brightness follows the class, as drawn
+    means = [grey.train.x[grey.train.y == c].mean() for c in range(3)]
+    assert means[0] < means[1] < means[2]
+
+
+def test_image_folder_train_and_test_subfolders(tmp_path: Path) -> None:
+    from experiments.data.image_folder import ImageFolderConfig
+
+    image_folder(tmp_path / "pets" / "train", per_class=4, classes=("a", "b"))
+    image_folder(tmp_path / "pets" / "test", per_class=2, classes=("a", "b"))
+    data = load_dataset(ImageFolderConfig(path=str(tmp_path / "pets"), val_size=0, test_subset=3))
+    assert len(data.train) == 8 and len(data.test) == 3 and data.meta["class_names"] == ["a", "b"]
+
+
+def test_image_folder_problems_are_named(tmp_path: Path) -> None:
+    from experiments.data.image_folder import ImageFolderConfig
+
+    with pytest.raises(UserError, match="data=image_folder needs the folder: data.path=DIR"):
+        load_dataset(ImageFolderConfig())
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"holds 1 class folder \(only\).*at least two classes"):
+        load_dataset(ImageFolderConfig(path=str(tmp_path / "one")))
+    root = image_folder(tmp_path / "pets")
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"cannot read the image .*broken.png"):
+        load_dataset(ImageFolderConfig(path=str(root)))
+    (root / "empty").mkdir()
+    with pytest.raises(UserError, match="class folder .*empty holds no images"):
+        load_dataset(ImageFolderConfig(path=str(root)))
+    with pytest.raises(UserError, match="data.size"):
+        ImageFolderConfig(size=[32])
+    with pytest.raises(UserError, match="data.test_split"):
+        ImageFolderConfig(test_split=1.0)
+
+
+# ---------------------------------------------------------------------------- top-1 and top-5
+
+
+def test_every_shipped_classifier_reports_top1_and_top5() -> None:
+    """Each experiment trained for classification declares accuracy and top-5 accuracy, so both
+    appear in its summary, its test results and `nnrun eval` (they list the declared metrics)."""
+    from experiments.config import experiment_names, validate
+    from experiments.hydra_bridge import compose
+    from experiments.objectives import build_objective
+
+    classifiers = []
+    for name in experiment_names():
+        exp = validate(compose(name, [])[0])
+        if exp.objective is not None and exp.objective.name == "classification":
+            classifiers.append(name)
+            metrics = [m.name for m in build_objective(exp.objective).metrics]
+            assert metrics[:2] == ["accuracy", "top5_accuracy"], (name, metrics)
+    assert {"lenet5", "lenet5_fashion", "mlp_mnist"} <= set(classifiers)

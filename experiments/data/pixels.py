@@ -35,6 +35,12 @@ def subset_size(requested: Optional[int], available: int, field: str, title: str
     return int(requested)
 
 
+def shuffled(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The examples in one fixed random order (the same on every load, independent of the run's seed)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order], y[order]
+
+
 def channel_stats(x: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (float64, one per channel or one in all) over every example and position.
 
@@ -64,17 +70,22 @@ def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def image_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 cfg: Any, title: str) -> tuple[Split, Optional[Split], Split, dict[str, Any]]:
+                 cfg: Any, title: str, subset: bool = True) -> tuple[Split, Optional[Split], Split, dict[str, Any]]:
     """Subset, carve validation, normalise by `cfg.pixels` (statistics from the training split).
 
-    Returns the train, val and test splits and `meta["normalisation"]` ({mean, std} in the
+    `cfg` has train_subset, test_subset, val_size (None: a tenth of the training examples)
+    and pixels. Returns the train, val and test splits and `meta["normalisation"]` ({mean, std} in the
     stored value scale, per channel for `channel`) plus `meta["background"]`: the value a
     stored 0 becomes (what a model pads with to extend the background).
     """
-    n_train = subset_size(cfg.train_subset, len(train_x), "train_subset", title)
-    n_test = subset_size(cfg.test_subset, len(test_x), "test_subset", title)
-    train_x, train_y, test_x, test_y = train_x[:n_train], train_y[:n_train], test_x[:n_test], test_y[:n_test]
-    train, val = carve_validation(train_x, train_y, int(cfg.val_size))
+    if subset:  # False: the loader applied data.train_subset and test_subset itself
+        n_train = subset_size(cfg.train_subset, len(train_x), "train_subset", title)
+        n_test = subset_size(cfg.test_subset, len(test_x), "test_subset", title)
+        train_x, train_y, test_x, test_y = train_x[:n_train], train_y[:n_train], test_x[:n_test], test_y[:n_test]
+    n_train = len(train_x)
+    # val_size None (the user-data datasets' default) = a tenth of the training examples
+    val_size = int(cfg.val_size) if cfg.val_size is not None else n_train // 10
+    train, val = carve_validation(train_x, train_y, val_size)
     mean, std = _statistics(train.x, cfg.pixels)
 
     def finish(split: Optional[Split]) -> Optional[Split]:
