@@ -330,7 +330,7 @@ def image_folder(root: Path, per_class: int = 5, classes=("cat", "dog", "owl")) 
             if i == 2:
                 img = img.convert("RGBA")
             img.save(root / name / (f"{i}.jpg" if i == 3 else f"{i}.png"))
-    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / classes[0] / "notes.txt").write_text("not an image")
     (root / ".hidden").mkdir()
     return root
 
