@@ -400,4 +400,4 @@ def test_every_shipped_classifier_reports_top1_and_top5() -> None:
             classifiers.append(name)
             metrics = [m.name for m in build_objective(exp.objective).metrics]
             assert metrics[:2] == ["accuracy", "top5_accuracy"], (name, metrics)
-    assert {"lenet5", "lenet5_fashion", "mlp_mnist"} <= set(classifiers)
+    assert {"lenet5", "fashion_lenet5", "mlp_mnist"} <= set(classifiers)
