@@ -211,8 +211,14 @@ class Recurrent(nn.Module):
         if not self.carry:
             return zeros
         kept = self.variable("carry", "state", lambda: zeros)
-        if not train or kept.value[0].shape != zeros[0].shape:  # evaluation windows start from zeros
+        if not train or self.is_initializing():  # evaluation windows start from zeros
             return zeros
+        if kept.value[0].shape != zeros[0].shape:
+            from experiments.errors import UserError
+
+            raise UserError(f"model.carry=true keeps one state per stream ({kept.value[0].shape[0]}) but a training "
+                            f"batch has {batch} sequences: use data delivered as streams (e.g. data=sines "
+                            "data.target=stream) with trainer.batch_size equal to data.streams")
         state = jax.lax.stop_gradient(kept.value)
         if first is not None:  # a stream that restarts begins from zeros
             state = tuple(jnp.where(first[:, None], 0.0, s) for s in state)
