@@ -143,7 +143,9 @@ def test_the_adding_problem_is_deterministic_with_two_marks_and_the_baseline():
     x, y = a.train.x, a.train.y
     assert x.shape == (4000, 100, 2) and (x[..., 1].sum(1) == 2).all()
     np.testing.assert_allclose((x[..., 0] * x[..., 1]).sum(1), y[:, 0], rtol=1e-6)
-    assert ((x[:, :50, 1] == 1).sum(1) == 1).all()  # one mark in each half
+    assert (x[:, :50, 1].sum(1) == 2).all() and (x[:, :10, 1].sum(1) >= 1).all()  # Hochreiter's placement
+    halves = load_adding(AddingConfig(train_size=500, val_size=0, test_size=10, marks="halves")).train.x
+    assert (halves[:, :50, 1].sum(1) == 1).all() and (halves[:, 50:, 1].sum(1) == 1).all()
     assert abs(float(np.mean((y - 1.0) ** 2)) - BASELINE_MSE) < 0.01
     v = load_adding(AddingConfig(train_size=50, val_size=0, test_size=10, length=20, min_length=8))
     lengths = v.train.arrays["mask"].sum(1)

@@ -26,6 +26,7 @@ stream from zeros. Data such as `sine_stream` deliver the windows of each stream
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -133,6 +134,20 @@ def scan_layer(kind: str, act, w: dict, x_tm: jnp.ndarray, mask_tm: Optional[jnp
     return ys, state
 
 
+def sequence_lengths(x: jnp.ndarray, mask: Optional[jnp.ndarray]) -> jnp.ndarray:
+    if mask is None:
+        return jnp.full((x.shape[0],), x.shape[1], jnp.int32)
+    return jnp.sum(mask, axis=1).astype(jnp.int32)
+
+
+def last_output(ys: jnp.ndarray, mask: Optional[jnp.ndarray], hidden: int, bidirectional: bool) -> jnp.ndarray:
+    """The output after the whole sequence: the forward direction's at the last real step
+    (its state is frozen over padding), the backward direction's at step 0."""
+    last = sequence_lengths(ys, mask) - 1
+    fwd = jnp.take_along_axis(ys[..., :hidden], last[:, None, None], axis=1)[:, 0]
+    return jnp.concatenate([fwd, ys[:, 0, hidden:]], -1) if bidirectional else fwd
+
+
 def reverse_valid(x: jnp.ndarray, lengths: jnp.ndarray) -> jnp.ndarray:
     """Reverse each sequence of (batch, time, ...) within its length; padding stays in place."""
     t = jnp.arange(x.shape[1])
@@ -184,8 +199,8 @@ class CellWeights(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """One recurrent layer over (batch, time, features) -> (outputs (batch, time, hidden or
-    2*hidden), last output (batch, ...)); backwards too when bidirectional."""
+    """One recurrent layer over (batch, time, features) -> outputs (batch, time, hidden, or
+    2*hidden when it also reads backwards: forward outputs first)."""
 
     cell: str = "lstm"
     hidden: int = 128
@@ -226,7 +241,7 @@ class Recurrent(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: Optional[jnp.ndarray] = None, train: bool = False,
-                 first: Optional[jnp.ndarray] = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+                 first: Optional[jnp.ndarray] = None) -> jnp.ndarray:
         act = ACTIVATIONS[self.activation]
         state0 = self.initial_state(x.shape[0], train, first)
         m_tm = None if mask is None else jnp.swapaxes(mask, 0, 1).astype(bool)
@@ -234,17 +249,15 @@ class Recurrent(nn.Module):
         ys, state = scan_layer(self.cell, act, w, jnp.swapaxes(x, 0, 1), m_tm, state0, self.unroll)
         if self.carry and train and not self.is_initializing():
             self.put_variable("carry", "state", state)
-        ys, last = jnp.swapaxes(ys, 0, 1), state[-1]
+        ys = jnp.swapaxes(ys, 0, 1)
         if not self.bidirectional:
-            return ys, last
-        lengths = (jnp.full((x.shape[0],), x.shape[1], jnp.int32) if mask is None
-                   else jnp.sum(mask, axis=1).astype(jnp.int32))
+            return ys
+        lengths = sequence_lengths(x, mask)
         wb = self.weights(x.shape[-1], "bwd")
         back = jnp.swapaxes(reverse_valid(x, lengths), 0, 1)
-        ys_b, state_b = scan_layer(self.cell, act, wb, back, m_tm, zero_state(self.cell, x.shape[0], self.hidden),
-                                   self.unroll)
-        ys_b = reverse_valid(jnp.swapaxes(ys_b, 0, 1), lengths)
-        return jnp.concatenate([ys, ys_b], -1), jnp.concatenate([last, state_b[-1]], -1)
+        ys_b, _ = scan_layer(self.cell, act, wb, back, m_tm, zero_state(self.cell, x.shape[0], self.hidden),
+                             self.unroll)
+        return jnp.concatenate([ys, reverse_valid(jnp.swapaxes(ys_b, 0, 1), lengths)], -1)
 
 
 class RecurrentNet(nn.Module):
@@ -280,14 +293,14 @@ class RecurrentNet(nn.Module):
             x = x[:, None, :]
         if self.structure == "vec2seq":
             return self.generate(x, train)
-        h, last = x, None
+        h = x
         for i in range(self.layers):
             if i:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
-            h, last = self.layer(i)(h, mask, train, first)
+            h = self.layer(i)(h, mask=mask, train=train, first=first)
         head = DenseAct(self.outputs, name="Out")
         if self.structure == "seq2vec":
-            return head(last)
+            return head(last_output(h, mask, self.hidden, self.bidirectional))
         y = head(h)  # (B, T, outputs): a prediction at every step
         return y.reshape(y.shape[:2] + tuple(self.target_shape[1:])) if self.target_shape[1:] else y
 
@@ -336,7 +349,7 @@ def build(cfg: RNNConfig, info: DataInfo) -> RecurrentNet:
     elif cfg.structure == "seq2vec":
         outputs = info.output_size
     else:  # a value (or a vector of values) per step
-        outputs = max(1, int(jnp.prod(jnp.asarray(target[1:]))) if len(target) > 1 else 1)
+        outputs = math.prod(target[1:])  # () -> 1
     if cfg.structure == "vec2seq":
         features = info.input_shape[-1]
         if outputs != features or info.num_classes:
