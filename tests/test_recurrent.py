@@ -55,6 +55,7 @@ def test_a_masked_sequence_scores_as_that_sequence_alone():
     variables = model.init(jax.random.key(0), jnp.asarray(x))
     masked = model.apply(variables, x, mask=np.array([[1, 1, 1, 0, 0, 0], [1] * 6], np.float32))
     np.testing.assert_allclose(masked[0], model.apply(variables, x[:1, :3])[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(model.apply(variables, x, lengths=np.array([3, 6])), masked)
 
 
 def _copy_flax(kind: str, w: dict, hidden: int) -> dict:
@@ -148,9 +149,10 @@ def test_the_adding_problem_is_deterministic_with_two_marks_and_the_baseline():
     assert (halves[:, :50, 1].sum(1) == 1).all() and (halves[:, 50:, 1].sum(1) == 1).all()
     assert abs(float(np.mean((y - 1.0) ** 2)) - BASELINE_MSE) < 0.01
     v = load_adding(AddingConfig(train_size=50, val_size=0, test_size=10, length=20, min_length=8))
-    lengths = v.train.arrays["mask"].sum(1)
+    lengths = v.train.arrays["lengths"]
     assert lengths.min() >= 8 and lengths.max() <= 20 and len(set(lengths)) > 3
-    assert (v.train.x[..., 1] * v.train.arrays["mask"]).sum() == 100  # marks only on real steps
+    real = np.arange(20)[None, :] < lengths[:, None]
+    assert (v.train.x[..., 1] * real).sum() == 100 and (v.train.x[..., 0] * ~real).sum() == 0  # marks on real steps
 
 
 TINY = ["trainer.max_steps=4", "trainer.log_every=2", "trainer.progress=false", "trainer.plots=false",

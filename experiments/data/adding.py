@@ -9,7 +9,7 @@ MSE of 2/12 = 0.167: the baseline a network that cannot span `length` steps stay
 
 Generated deterministically from `data_seed`, so every run sees the same examples. With
 `min_length`, each sequence has a random length in [min_length, length], right-padded with
-zeros, and the batch carries a `mask` (1 on real steps): variable-length sequences.
+zeros, and the batch carries their `lengths`: variable-length sequences.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class AddingConfig(DataConfig):
 
 def generate(n: int, length: int, min_length: Optional[int], rng: np.random.Generator,
              marks: str = "hochreiter") -> dict[str, np.ndarray]:
-    """n sequences (n, length, 2), targets (n, 1) and, for variable lengths, masks (n, length)."""
+    """n sequences (n, length, 2), targets (n, 1) and, for variable lengths, `lengths` (n,)."""
     lengths = rng.integers(min_length, length + 1, n) if min_length else np.full(n, length)
     values = rng.random((n, length)).astype(np.float32)
     half = lengths // 2
@@ -56,7 +56,7 @@ def generate(n: int, length: int, min_length: Optional[int], rng: np.random.Gene
     mask = (np.arange(length)[None, :] < lengths[:, None])
     x = np.stack([values * mask, marks], axis=-1).astype(np.float32)
     y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)
-    return {"x": x, "y": y, **({"mask": mask.astype(np.float32)} if min_length else {})}
+    return {"x": x, "y": y, **({"lengths": lengths.astype(np.int32)} if min_length else {})}
 
 
 @register_dataset("adding", schema=AddingConfig)

@@ -17,7 +17,9 @@ time steps are one matmul outside the time loop (only h @ Wh stays inside), the 
 cell are one fused matmul, and the loop runs time-major (lax.scan over axis 0).
 
 Masks: a batch's `mask` (batch, time), 1 on real steps and 0 on right padding, freezes the
-state over padded steps and zeroes their outputs, so padding never changes a result.
+state over padded steps and zeroes their outputs, so padding never changes a result (for
+seq2vec data the batch carries `lengths` (batch,) instead: a `mask` would also weight the
+targets in the objective).
 
 Truncated BPTT (`model.carry: true`): each layer's final state is kept in the `carry`
 collection (the trainer's `model_state`, so it is checkpointed) and starts the next
@@ -286,11 +288,16 @@ class RecurrentNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, mask: Optional[jnp.ndarray] = None,
-                 first: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+                 first: Optional[jnp.ndarray] = None, lengths: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+        """`mask` (batch, time): real steps of sequences whose targets are per step too (the
+        objective weights them by it); `lengths` (batch,): real steps of input sequences
+        with one target each (seq2vec), which the objective must not read as weights."""
         if x.ndim == 4:  # images (B, H, W, 1) -> sequences of rows (B, H, W)
             x = x.reshape(x.shape[0], x.shape[1], -1)
         if x.ndim == 2:  # one vector per example: a sequence of one step
             x = x[:, None, :]
+        if mask is None and lengths is not None:
+            mask = (jnp.arange(x.shape[1])[None, :] < lengths[:, None]).astype(jnp.float32)
         if self.structure == "vec2seq":
             return self.generate(x, train)
         h = x
