@@ -189,7 +189,8 @@ class Lever:
     """One variant's train step, `chunk` steps per compiled lax.scan, batches gathered on the
     device from a permutation (as nnrun's driver does)."""
 
-    def __init__(self, variant: str, x: np.ndarray, y: np.ndarray, chunk: int):
+    def __init__(self, variant: str, x, y, chunk: int):
+        """x, y: device arrays, shared by every lever (one copy of MNIST in memory)."""
         import jax
         import jax.numpy as jnp
         import optax
@@ -207,7 +208,7 @@ class Lever:
                       "out_k": params["out_k"], "out_b": params["out_b"]}
         forward = lever_forward(variant)
         tx = optax.chain(optax.clip_by_global_norm(CLIP), optax.adam(LR))
-        self.x, self.y = jax.device_put(x), jax.device_put(y.astype(np.int32))
+        self.x, self.y = x, y
 
         def step(state, idx):
             params, opt = state
@@ -273,8 +274,9 @@ def main() -> None:
     arms = {"nnrun": Nnrun(args.nnrun_overrides), "torch": Torch(x, y, threads)}
     chunk = arms["nnrun"].chunk
     if args.levers:
+        xd, yd = jax.device_put(x), jax.device_put(y.astype(np.int32))
         for v in args.only or LEVERS:
-            arms[v] = Lever(v, x, y, chunk)
+            arms[v] = Lever(v, xd, yd, chunk)
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {threads} cores, {platform.processor() or platform.machine()}",
           flush=True)
