@@ -170,7 +170,9 @@ STRUCTURES = {
 }
 
 
-@pytest.mark.parametrize("structure", list(STRUCTURES))
+# the streams run stays in the default suite; the other three compile larger programs
+@pytest.mark.parametrize("structure", [pytest.param(s, marks=() if s == "tbptt" else pytest.mark.slow)
+                                       for s in STRUCTURES])
 def test_each_structure_trains_a_few_steps_through_the_cli(nnrun_cli, tmp_path, structure):
     run_dir = tmp_path / structure
     result = nnrun_cli("train", *STRUCTURES[structure], *TINY, f"hydra.run.dir={run_dir}")
