@@ -69,8 +69,10 @@ def init_key(key: jax.Array) -> jax.Array:
 
 @partial(jax.jit, static_argnums=(2, 3))
 def epoch_plan(key: jax.Array, epoch: int, n: int, split: Split) -> dict:
-    """The epoch's example order and window phase."""
-    order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
+    """The epoch's example order (in order for a split with `shuffle = False`: streams of
+    consecutive windows) and window phase."""
+    order = (jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
+             if getattr(split, "shuffle", True) else jnp.arange(n))
     phase = split.epoch_phase(jax.random.fold_in(jax.random.fold_in(key, 3), epoch))
     return {"order": order, "phase": jnp.asarray(phase, jnp.int32)}
 

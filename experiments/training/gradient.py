@@ -7,6 +7,7 @@ language models, autoencoders. What is trained *for* is the objective's business
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -26,6 +27,9 @@ from experiments.training import Streams, TrainerConfig, TrainerEntry, register_
 @dataclass
 class GradientTrainerConfig(TrainerConfig):
     name: str = "gradient"
+    # log each layer's gradient norm (mean over the chunk's steps, before clipping) as
+    # grad_norm_<layer> in the train records: where gradients vanish or explode
+    grad_norms: bool = False
 
 
 class GradientState(struct.PyTreeNode):
@@ -34,35 +38,70 @@ class GradientState(struct.PyTreeNode):
     opt_state: Any
 
 
+def model_inputs(model: Any, batch: dict) -> dict:
+    """The batch entries besides `x` that the model's __call__ names as keyword arguments
+    (a recurrent model's `mask` for variable lengths, `first` for restarting streams)."""
+    names = inspect.signature(type(model).__call__).parameters
+    return {k: jnp.asarray(v) for k, v in batch.items() if k in names and k not in ("self", "x", "train")}
+
+
+class GradNorms:
+    """An objective plus each layer's gradient norm: the train step's sums gain
+    grad_norm_<layer> and grad_steps (`of`), finalize turns them into the mean norm."""
+
+    def __init__(self, objective: Any):
+        self.inner = objective
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    @staticmethod
+    def of(grads: dict) -> dict:
+        norms = {f"grad_norm_{k}": optax.global_norm(v) for k, v in grads.items()}
+        return {**norms, "grad_steps": jnp.ones((), jnp.float32)}
+
+    def finalize(self, s: dict) -> dict:
+        out = self.inner.finalize({k: v for k, v in s.items() if not k.startswith("grad_")})
+        steps = s.get("grad_steps", 0)
+        if steps:
+            out.update({k: s[k] / steps for k in s if k.startswith("grad_norm_")})
+        return out
+
+
 @dataclass
 class GradientSteps:
     model: Any
     tx: optax.GradientTransformation
     objective: Any
     schedule: Optional[optax.Schedule] = None
+    grad_norms: bool = False
 
     def init(self, key: jax.Array, batch: dict) -> GradientState:
-        variables = dict(self.model.init(key, jnp.asarray(batch["x"]), train=False))
+        variables = dict(self.model.init(key, jnp.asarray(batch["x"]), train=False, **model_inputs(self.model, batch)))
         params = variables.pop("params")
         return GradientState(params=params, model_state=variables, opt_state=self.tx.init(params))
 
-    def _apply(self, params, model_state, x, train: bool, rngs: Optional[Streams] = None):
-        """Outputs and the updated non-parameter collections (BatchNorm statistics in training)."""
+    def _apply(self, params, model_state, batch: dict, train: bool, rngs: Optional[Streams] = None):
+        """Outputs and the updated non-parameter collections (BatchNorm statistics, a
+        recurrent model's carried state) in training."""
         variables = {"params": params, **model_state}
+        x, more = batch["x"], model_inputs(self.model, batch)
         if not train:
-            return self.model.apply(variables, x, train=False), model_state
+            return self.model.apply(variables, x, train=False, **more), model_state
         kwargs = {"rngs": {"dropout": rngs["dropout"]}} if rngs is not None else {}
         if model_state:
-            return self.model.apply(variables, x, train=True, mutable=list(model_state), **kwargs)
-        return self.model.apply(variables, x, train=True, **kwargs), model_state
+            return self.model.apply(variables, x, train=True, mutable=list(model_state), **more, **kwargs)
+        return self.model.apply(variables, x, train=True, **more, **kwargs), model_state
 
     def train_step(self, state: GradientState, batch: dict, rngs: Streams) -> tuple[GradientState, dict]:
         def loss_fn(params):
-            outputs, model_state = self._apply(params, state.model_state, batch["x"], True, rngs)
+            outputs, model_state = self._apply(params, state.model_state, batch, True, rngs)
             sums = self.objective.sums(outputs, batch)
             return self.objective.loss(sums), (sums, model_state)
 
         (_, (sums, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if self.grad_norms:
+            sums = {**sums, **GradNorms.of(grads)}
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return GradientState(params=params, model_state=model_state, opt_state=opt_state), sums
@@ -72,7 +111,7 @@ class GradientSteps:
 
     def outputs(self, state: GradientState, batch: dict):
         """The model's outputs in evaluation mode (also used to check shapes before training)."""
-        return self._apply(state.params, state.model_state, batch["x"], False)[0]
+        return self._apply(state.params, state.model_state, batch, False)[0]
 
     def learning_rate(self, step: int) -> Optional[float]:
         return float(self.schedule(step)) if self.schedule is not None else None
@@ -83,14 +122,18 @@ def build_steps(exp: Experiment, data: Dataset, hp: Optional[dict] = None) -> Gr
     learning-rate table, optimizer fields and model fields replace the config's values."""
     info = data_info(data)
     objective = build_objective(exp.objective)
+    grad_norms = bool(getattr(exp.trainer, "grad_norms", False))
+    if grad_norms:
+        objective = GradNorms(objective)
     if hp is None:
         from experiments.training.driver import steps_per_epoch
 
         schedule = make_schedule(exp.schedule, exp.optim.lr, steps_per_epoch(exp, data), exp.trainer.epochs)
-        return GradientSteps(build_model(exp.model, info), make_transform(exp.optim, schedule), objective, schedule)
+        return GradientSteps(build_model(exp.model, info), make_transform(exp.optim, schedule), objective, schedule,
+                             grad_norms)
     model_cfg = dataclasses.replace(exp.model, **hp["model"]) if hp["model"] else exp.model
     tx = make_transform(exp.optim, lambda count: hp["lr"][count], hp["optim"])
-    return GradientSteps(build_model(model_cfg, info), tx, objective)
+    return GradientSteps(build_model(model_cfg, info), tx, objective, grad_norms=grad_norms)
 
 
 def hyperparameters(exps: list[Experiment], steps: list[GradientSteps], total_steps: int) -> dict:
