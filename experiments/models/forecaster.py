@@ -1,0 +1,67 @@
+"""A recurrent forecaster for real time series: stacked recurrent layers over a window of
+past values; the last output -> a dense layer of `horizon` values (all steps ahead at once:
+a direct multi-step forecast, experiments/data/timeseries.py).
+
+With `residual` the network forecasts the *change* from the window's last value (its
+output is added to that value), so an untrained network starts as the persistence
+forecast and training only has to learn what persistence misses (the season, the trend,
+the smoothing of noise). Without it, it must learn to copy the level through the cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from experiments.models import DataInfo, ModelConfig, register_model
+
+CELLS = {"simple": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+
+
+@dataclass
+class ForecasterConfig(ModelConfig):
+    name: str = "forecaster"
+    cell: str = "lstm"  # simple | lstm | gru
+    hidden: int = 64
+    layers: int = 1  # stacked recurrent layers
+    dropout: float = 0.0  # between stacked layers, in training
+    residual: bool = True  # forecast = last input value + the network's output
+
+    def __post_init__(self) -> None:
+        from experiments.errors import UserError
+
+        if self.cell not in CELLS:
+            raise UserError(f"bad value for 'model.cell': '{self.cell}'; allowed values: {', '.join(CELLS)}")
+        for key in ("hidden", "layers"):
+            if getattr(self, key) < 1:
+                raise UserError(f"bad value for 'model.{key}': {getattr(self, key)}; it must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"bad value for 'model.dropout': {self.dropout}; it must be in [0, 1)")
+
+
+class Forecaster(nn.Module):
+    cell: str = "lstm"
+    hidden: int = 64
+    layers: int = 1
+    dropout: float = 0.0
+    residual: bool = True
+    outputs: int = 1
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        h = x.reshape(x.shape[0], x.shape[1], -1)  # (batch, time, features)
+        for i in range(self.layers):
+            if i:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+            h = nn.RNN(CELLS[self.cell](self.hidden), name=f"R{i + 1}")(h)
+        out = nn.Dense(self.outputs, name="Out")(h[:, -1])
+        if self.residual:
+            out = out + x.reshape(x.shape[0], x.shape[1], -1)[:, -1, :1]
+        return out
+
+
+@register_model("forecaster", schema=ForecasterConfig, input_shape="(N, window, 1)",
+                description="recurrent forecaster: stacked cells over a window -> the next horizon values")
+def build(cfg: ForecasterConfig, info: DataInfo) -> Forecaster:
+    return Forecaster(cfg.cell, cfg.hidden, cfg.layers, cfg.dropout, cfg.residual, info.output_size)
