@@ -46,19 +46,20 @@ class GradientSteps:
         params = variables.pop("params")
         return GradientState(params=params, model_state=variables, opt_state=self.tx.init(params))
 
-    def _apply(self, params, model_state, x, train: bool, rngs: Optional[Streams] = None):
+    def _apply(self, params, model_state, x, train: bool, rngs: Optional[Streams] = None, inputs: Optional[dict] = None):
         """Outputs and the updated non-parameter collections (BatchNorm statistics in training)."""
         variables = {"params": params, **model_state}
         if not train:
             return self.model.apply(variables, x, train=False), model_state
         kwargs = {"rngs": {"dropout": rngs["dropout"]}} if rngs is not None else {}
+        kwargs.update(inputs or {})
         if model_state:
             return self.model.apply(variables, x, train=True, mutable=list(model_state), **kwargs)
         return self.model.apply(variables, x, train=True, **kwargs), model_state
 
     def train_step(self, state: GradientState, batch: dict, rngs: Streams) -> tuple[GradientState, dict]:
         def loss_fn(params):
-            outputs, model_state = self._apply(params, state.model_state, batch["x"], True, rngs)
+            outputs, model_state = self._apply(params, state.model_state, batch["x"], True, rngs, self._inputs(batch))
             sums = self.objective.sums(outputs, batch)
             return self.objective.loss(sums), (sums, model_state)
 
@@ -66,6 +67,12 @@ class GradientSteps:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return GradientState(params=params, model_state=model_state, opt_state=opt_state), sums
+
+    def _inputs(self, batch: dict) -> dict:
+        """Batch entries besides x that the model takes in training, as keyword arguments: those
+        it names in `batch_inputs` (an encoder-decoder's teacher forcing reads `y`). Evaluation
+        never passes them: a model must produce its outputs from x alone there."""
+        return {k: batch[k] for k in getattr(self.model, "batch_inputs", ())}
 
     def eval_step(self, state: GradientState, batch: dict) -> dict:
         return self.objective.sums(self.outputs(state, batch), batch)
