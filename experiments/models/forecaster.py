@@ -40,6 +40,25 @@ class ForecasterConfig(ModelConfig):
             raise UserError(f"bad value for 'model.dropout': {self.dropout}; it must be in [0, 1)")
 
 
+class RecurrentLayer(nn.Module):
+    """One recurrent layer over (batch, time, features) -> the outputs at every step."""
+
+    cell: str = "lstm"
+    hidden: int = 64
+
+    @property
+    def layer_type(self) -> str:
+        return {"simple": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}[self.cell]
+
+    @property
+    def features(self) -> int:
+        return self.hidden
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return nn.RNN(CELLS[self.cell](self.hidden), name="rnn")(x)
+
+
 class Forecaster(nn.Module):
     cell: str = "lstm"
     hidden: int = 64
@@ -54,7 +73,7 @@ class Forecaster(nn.Module):
         for i in range(self.layers):
             if i:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
-            h = nn.RNN(CELLS[self.cell](self.hidden), name=f"R{i + 1}")(h)
+            h = RecurrentLayer(self.cell, self.hidden, name=f"R{i + 1}")(h)
         out = nn.Dense(self.outputs, name="Out")(h[:, -1])
         if self.residual:
             out = out + x.reshape(x.shape[0], x.shape[1], -1)[:, -1, :1]

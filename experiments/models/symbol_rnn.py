@@ -13,8 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from experiments.models import DataInfo, ModelConfig, register_model
-
-CELLS = {"simple": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+from experiments.models.forecaster import CELLS, RecurrentLayer
 
 
 @dataclass
@@ -44,7 +43,7 @@ class SymbolRNN(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         h = jax.nn.one_hot(x, self.vocab)
         for i in range(self.layers):
-            h = nn.RNN(CELLS[self.cell](self.hidden), name=f"R{i + 1}")(h)
+            h = RecurrentLayer(self.cell, self.hidden, name=f"R{i + 1}")(h)
         return nn.Dense(self.vocab, name="Out")(h)
 
 
