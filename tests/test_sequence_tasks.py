@@ -222,3 +222,8 @@ def test_dates_seq2seq_trains_and_evaluates_exact_match_through_the_cli(nnrun_cl
     outcome = nnrun_cli("eval", str(run_dir))
     assert outcome.code == 0 and "exact_match" in outcome.out
     assert read_json(run_dir / "eval-best-test.json")["split"] == "test"
+    outcome = nnrun_cli("eval", str(run_dir), "model.beam=3")  # beam search at evaluation, its own file
+    beam = read_json(run_dir / "eval-best-test-model.beam=3.json")
+    assert outcome.code == 0 and beam["overrides"] == ["model.beam=3"] and 0 <= beam["exact_match"] <= 1
+    with pytest.raises(UserError, match="model or trainer.eval_batch_size only"):
+        nnrun_cli("eval", str(run_dir), "optim.lr=1.0")
