@@ -91,7 +91,8 @@ def tail_forecast(steps: Any, state: Any, data: Any, out_dir: Path) -> Path:
     batch = test.sample(len(test))
     pred = _outputs(steps, state, batch).reshape(len(test), -1)
     mean, std = meta["mean"], meta["std"]
-    units = lambda v: np.asarray(v) * std + mean  # noqa: E731
+    log = meta.get("transform") == "log"
+    units = lambda v: np.exp(np.asarray(v) * std + mean) if log else np.asarray(v) * std + mean  # noqa: E731
     origins, horizon = np.asarray(meta["test_origins"]), pred.shape[1]
     labels, series = meta.get("labels") or [], units(meta["series"])
     first, last = int(origins[0]), int(origins[-1]) + horizon

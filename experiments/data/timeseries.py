@@ -7,8 +7,9 @@ no forecast is fed back and errors do not compound). The splits are cut in time:
 last `test_size` steps are the held-out tail, the `val_size` steps before it validate,
 and training windows have every target before the validation block (a window's *inputs*
 may reach back into an earlier split: the past is known when forecasting). Values are
-standardised with the training part's mean and standard deviation, so RMSE is in units
-of that spread (multiply by `meta["std"]` for the series' own units).
+standardised with the training part's mean and standard deviation (after `transform:
+log`, if set), so RMSE is in units of that spread (multiply by `meta["std"]` for the
+series' own units; the forecast figure shows the series' units in any case).
 
 The packaged CSVs (experiments/data/timeseries/, provenance in its README) are used
 unless `data.root=DIR` holds a file of the same name, or `data.path=FILE` names one.
@@ -29,6 +30,7 @@ from experiments.data import DataConfig, Dataset, Split, register_dataset
 from experiments.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parent / "timeseries"
+TRANSFORMS = ("none", "log")
 
 
 @dataclass
@@ -41,8 +43,11 @@ class TimeSeriesConfig(DataConfig):
     horizon: int = 1  # values forecast per example (direct multi-step)
     val_size: int = 0  # time steps before the test tail used for validation (0 = none)
     test_size: int = 120  # time steps of the held-out tail
+    transform: str = "none"  # none | log (a multiplicative season and trend become additive)
 
     def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise UserError(f"bad value for 'data.transform': '{self.transform}'; allowed values: {', '.join(TRANSFORMS)}")
         for key in ("window", "horizon", "test_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"bad value for 'data.{key}': {getattr(self, key)}; it must be >= 1")
@@ -129,6 +134,12 @@ def windows(standard: np.ndarray, origins: np.ndarray, window: int, horizon: int
 
 
 def load_series(values: np.ndarray, labels: list[str], cfg: TimeSeriesConfig, source: str) -> Dataset:
+    if cfg.transform == "log":
+        if values.min() <= 0:
+            row = int(np.argmin(values)) + 1
+            raise UserError(f"{source}, row {row}: data.transform=log needs values > 0, found {values.min():g}; "
+                            "use data.transform=none")
+        values = np.log(values)
     parts = forecast_splits(values, cfg, source)
     train_part = values[:parts["train_end"]]
     mean, std = float(train_part.mean()), float(train_part.std())
@@ -140,7 +151,7 @@ def load_series(values: np.ndarray, labels: list[str], cfg: TimeSeriesConfig, so
     return Dataset(cfg.name, split(parts["train"]), val, split(parts["test"]), num_classes=None,
                    meta={"mean": mean, "std": std, "labels": labels, "series": standard.astype(np.float32),
                          "test_origins": parts["test"], "window": cfg.window, "horizon": cfg.horizon,
-                         "source": source})
+                         "source": source, "transform": cfg.transform})
 
 
 def _file(cfg: TimeSeriesConfig, packaged_name: str) -> Path:

@@ -6,6 +6,9 @@ With `residual` the network forecasts the *change* from the window's last value 
 output is added to that value), so an untrained network starts as the persistence
 forecast and training only has to learn what persistence misses (the season, the trend,
 the smoothing of noise). Without it, it must learn to copy the level through the cell.
+With `relative` as well it reads the window minus its last value, so its forecast does not
+depend on the level at all: a trending series' test tail, above every training level,
+is no extrapolation for it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class ForecasterConfig(ModelConfig):
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # between stacked layers, in training
     residual: bool = True  # forecast = last input value + the network's output
+    relative: bool = False  # the network reads the window minus its last value: blind to the level
 
     def __post_init__(self) -> None:
         from experiments.errors import UserError
@@ -66,10 +70,13 @@ class Forecaster(nn.Module):
     dropout: float = 0.0
     residual: bool = True
     outputs: int = 1
+    relative: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         h = x.reshape(x.shape[0], x.shape[1], -1)  # (batch, time, features)
+        if self.relative:  # a level never seen in training (a growing series' test tail) looks familiar
+            h = h - h[:, -1:]
         for i in range(self.layers):
             if i:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -83,4 +90,4 @@ class Forecaster(nn.Module):
 @register_model("forecaster", schema=ForecasterConfig, input_shape="(N, window, 1)",
                 description="recurrent forecaster: stacked cells over a window -> the next horizon values")
 def build(cfg: ForecasterConfig, info: DataInfo) -> Forecaster:
-    return Forecaster(cfg.cell, cfg.hidden, cfg.layers, cfg.dropout, cfg.residual, info.output_size)
+    return Forecaster(cfg.cell, cfg.hidden, cfg.layers, cfg.dropout, cfg.residual, info.output_size, cfg.relative)
