@@ -95,6 +95,7 @@ def test_packaged_series_load_and_airline_baselines_match_a_direct_computation()
         Regression(baseline="seasonal_naive", season=48).sums(batch["y"], batch)
 
 
+@pytest.mark.slow  # several compilations (train, val, test, eval, beam eval): > 20 s of CPU
 def test_forecaster_trains_through_the_cli_with_baselines_and_a_forecast_figure(nnrun_cli, outputs: Path) -> None:
     run_dir = outputs / "airline-run"
     outcome = nnrun_cli("train", "conf=airline", "data.horizon=2", "model.hidden=8", "trainer.epochs=2",
@@ -212,6 +213,7 @@ def test_teacher_forcing_reads_y_only_in_training() -> None:
     assert float(sums["weight"]) == 12 and not jnp.allclose(new.params["out"]["kernel"], state.params["out"]["kernel"])
 
 
+@pytest.mark.slow  # several compilations (train, val, test, eval, beam eval): > 20 s of CPU
 def test_dates_seq2seq_trains_and_evaluates_exact_match_through_the_cli(nnrun_cli, outputs: Path) -> None:
     run_dir = outputs / "dates-run"
     outcome = nnrun_cli("train", "conf=dates_seq2seq", "data.train_size=128", "data.val_size=32",
