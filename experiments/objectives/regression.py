@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import jax.numpy as jnp
-
 import numpy as np
 
 from experiments.errors import UserError
@@ -50,8 +49,10 @@ def baselines(spec: Optional[str]) -> tuple[str, ...]:
 def baseline_forecast(name: str, x: jnp.ndarray, y_shape: tuple, season: int) -> jnp.ndarray:
     """The baseline's forecast of targets `y_shape` (batch, horizon...) from windows x (batch, time, ...)."""
     if name == "persistence":  # every step ahead = the last value seen
-        last = x[:, -1].reshape(x.shape[0], -1)[:, :1]
-        return jnp.broadcast_to(last.reshape((-1,) + (1,) * (len(y_shape) - 1)), y_shape)
+        last = x[:, -1].reshape(x.shape[0], -1)
+        if last.size == int(np.prod(y_shape)):  # one step of every feature: the last step as it is
+            return last.reshape(y_shape)
+        return jnp.broadcast_to(last[:, :1].reshape((-1,) + (1,) * (len(y_shape) - 1)), y_shape)
     # seasonal naive: step h (1-based) ahead = x[T-1+h-season], one season before it
     horizon = int(np.prod(y_shape[1:])) if len(y_shape) > 1 else 1
     window = x.shape[1]
