@@ -140,6 +140,18 @@ def test_exact_match_per_n_finds_the_largest_n_right_for_every_smaller_n() -> No
     assert m["right_up_to"] == 9
 
 
+def test_forget_bias_lstm_cell_keeps_its_memory_by_default() -> None:
+    from experiments.models.symbol_rnn import ForgetBiasLSTMCell
+
+    cell = ForgetBiasLSTMCell(3, forget_bias=2.0)
+    x, c = jnp.ones((2, 4)), jnp.asarray([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+    params = cell.init(jax.random.key(0), (c, jnp.zeros_like(c)), x)
+    zero = jax.tree.map(jnp.zeros_like, params)  # no input, no recurrence: only the gates' biases act
+    (c_next, h_next), out = cell.apply(zero, (c, jnp.zeros_like(c)), x)
+    assert jnp.allclose(c_next, jax.nn.sigmoid(2.0) * c)  # forget gate sigmoid(0 + 2); candidate tanh(0) = 0
+    assert jnp.allclose(h_next, 0.5 * jnp.tanh(c_next)) and jnp.allclose(out, h_next)
+
+
 def test_anbn_trains_through_the_cli_and_reports_the_largest_n(nnrun_cli, outputs: Path) -> None:
     run_dir = outputs / "anbn-run"
     outcome = nnrun_cli("train", "conf=anbncn", "data.train_size=64", "data.val_size=16", "data.train_max_n=6",
