@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -167,22 +167,26 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def evaluate(run_dir: Path, which: str, split: str) -> int:
-    from experiments.runner import load_experiment
+def evaluate(run_dir: Path, which: str, split: str, overrides: Optional[list[str]] = None) -> int:
+    from experiments.config import validate
+    from experiments.runner import load_run_config
     from experiments.runs import write_json_atomic
     from experiments.training import evaluate_experiment
 
     run_dir = run_dir.resolve()
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass a directory under outputs/")
-    exp = load_experiment(run_dir)  # first: a directory that is no run at all gets that message
+    cfg = load_run_config(run_dir)  # first: a directory that is no run at all gets that message
+    exp = validate(eval_overrides(cfg, overrides or []))
     from experiments.locks import hold
 
     with hold(run_dir):  # not while a run (or another eval) writes in it
         if not (run_dir / "checkpoints").is_dir():
             raise UserError(f"{run_dir} has no checkpoints/ (the run saved none); train it again or resume it")
         metrics = evaluate_experiment(exp, run_dir, split=split, which=which)
-        path = run_dir / eval_file(metrics.get("checkpoint", which), metrics.get("split", split))
+        path = run_dir / eval_file(metrics.get("checkpoint", which), metrics.get("split", split), overrides or [])
+        if overrides:
+            metrics = {**metrics, "overrides": list(overrides)}
         write_json_atomic(path, metrics)
         write_json_atomic(run_dir / "eval.json", metrics)  # the latest eval, whichever it was
     step = f" (step {metrics['step']})" if "step" in metrics else ""
@@ -199,9 +203,29 @@ def evaluate(run_dir: Path, which: str, split: str) -> int:
     return 0
 
 
-def eval_file(which: str, split: str) -> str:
-    """One file per (checkpoint, split), so that evaluations never overwrite each other."""
-    return f"eval-{which}-{split}.json"
+def eval_file(which: str, split: str, overrides: Optional[list[str]] = None) -> str:
+    """One file per (checkpoint, split[, overrides]), so that evaluations never overwrite each other."""
+    suffix = "".join(f"-{o}" for o in overrides or [])
+    return f"eval-{which}-{split}{suffix}.json"
+
+
+EVAL_OVERRIDABLE = ("model.", "trainer.eval_batch_size")
+
+
+def eval_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """The run's config with evaluation-time settings changed (a decoder's `model.beam`): only
+    keys of the model or the evaluation batch size that the run's config already has."""
+    from omegaconf import OmegaConf
+
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.startswith(EVAL_OVERRIDABLE) or "/" in item:
+            raise UserError(f"nnrun eval takes key=value settings of the model or trainer.eval_batch_size only "
+                            f"(e.g. model.beam=5); got '{item}'")
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise UserError(f"'{key}' is not a setting of this run's config; check the name with "
+                            f"nnrun train conf=<experiment> --cfg")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)) if overrides else cfg
 
 
 def show(conf: Optional[str], overrides: list[str]) -> int:

@@ -102,16 +102,18 @@ def train(
     raise typer.Exit(commands.train(conf, overrides, resume=resume, print_cfg=cfg))
 
 
-@app.command("eval")
+@app.command("eval", context_settings=OVERRIDES)
 def eval_(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A run directory, e.g. outputs/lenet5/<date>_<time>-<id>"),
     last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test, val or train."),
 ):
-    """Evaluate a run's checkpoint; prints a table and writes eval-<checkpoint>-<split>.json into the run."""
+    """Evaluate a run's checkpoint; prints a table and writes eval-<checkpoint>-<split>.json into the run.
+    Evaluation settings of the model may be overridden: nnrun eval RUN model.beam=5 (beam-search decoding)."""
     from cli import commands
 
-    raise typer.Exit(commands.evaluate(run_dir, "last" if last else "best", split))
+    raise typer.Exit(commands.evaluate(run_dir, "last" if last else "best", split, list(ctx.args)))
 
 
 @app.command(context_settings=OVERRIDES)

@@ -2,7 +2,9 @@
 one function per objective, given the model's steps, its trained state and the data.
 
 - regression on a windowed series: plots/forecast.png, the test blocks with the one-step
-  forecasts of the model and of persistence.
+  forecasts of the model and of persistence; on a real series' held-out tail
+  (data/timeseries.py), the tail in the series' units with the model's, persistence's and
+  seasonal naive's forecasts and their RMSE.
 - reconstruction of images: plots/reconstructions.png, test images above their
   reconstructions.
 
@@ -54,6 +56,8 @@ def forecast(steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
     from experiments.data import Windows
 
     test = data.test
+    if "test_origins" in data.meta:  # a real series' held-out tail (experiments/data/timeseries.py)
+        return [tail_forecast(steps, state, data, out_dir)]
     if not isinstance(test, Windows) or test.target != "next" or test.series.shape[-1] != 1:
         return []
     batch = test.sample(len(test))
@@ -77,6 +81,45 @@ def forecast(steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
     fig.suptitle(f"one-step forecasts on the test windows: RMSE {rmse:.4f}, persistence {base:.4f}")
     fig.tight_layout()
     return [_save(fig, plt, out_dir / "forecast.png")]
+
+
+def tail_forecast(steps: Any, state: Any, data: Any, out_dir: Path) -> Path:
+    """The held-out tail in the series' own units: the truth, and the forecasts of the model,
+    persistence and (with a season of 12 in the window) seasonal naive for 1 step ahead, and
+    for the last step of the horizon when it is longer."""
+    meta, test = data.meta, data.test
+    batch = test.sample(len(test))
+    pred = _outputs(steps, state, batch).reshape(len(test), -1)
+    mean, std = meta["mean"], meta["std"]
+    log = meta.get("transform") == "log"
+    units = lambda v: np.exp(np.asarray(v) * std + mean) if log else np.asarray(v) * std + mean  # noqa: E731
+    origins, horizon = np.asarray(meta["test_origins"]), pred.shape[1]
+    labels, series = meta.get("labels") or [], units(meta["series"])
+    first, last = int(origins[0]), int(origins[-1]) + horizon
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    x_all = np.arange(first - meta["window"], last)
+    ax.plot(x_all, series[x_all], "k.-", markersize=3, linewidth=0.6, label="series")
+    ax.axvline(first - 0.5, color="tab:gray", linestyle=":")
+    rmse = lambda f, h: float(np.sqrt(np.mean((f - series[origins + h]) ** 2)))  # noqa: E731
+    title = []
+    for h in sorted({0, horizon - 1}):
+        model = units(pred[:, h])
+        ax.plot(origins + h, model, "-", color="tab:red" if h == 0 else "tab:orange", label=f"model, {h + 1} ahead")
+        title.append(f"{h + 1} ahead: model RMSE {rmse(model, h):.4g}, persistence {rmse(series[origins - 1], h):.4g}")
+        if meta["window"] >= 12 and h < 12:
+            seasonal = series[origins + h - 12]
+            title[-1] += f", seasonal naive {rmse(seasonal, h):.4g}"
+    ax.plot(origins, series[origins - 1], "-", color="tab:gray", alpha=0.7, label="persistence, 1 ahead")
+    if labels:
+        ticks = np.linspace(x_all[0], x_all[-1], 8).astype(int)
+        ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=8)
+    ax.set_ylabel("value")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("held-out tail (series units); " + "; ".join(title), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out_dir / "forecast.png")
 
 
 @figure("reconstruction")

@@ -37,6 +37,7 @@ def model_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiles
     rows, total_params, total_flops = [], 0, 0
     for module, inputs, output in _top_level_calls(model, variables, x):
+        output = _main_output(output)
         layer_vars = {"params": variables["params"].get(module.name, {})}
         params = sum(p.size for p in jax.tree.leaves(layer_vars))
         flops = _flops(module, layer_vars, inputs)
@@ -70,7 +71,15 @@ def _top_level_calls(model: nn.Module, variables: Any, x: Any) -> list[tuple[nn.
 
     with nn.intercept_methods(interceptor):
         jax.eval_shape(model.apply, variables, x)
-    return calls
+    first = {}  # a layer called at every step (a decoder unrolled over time) is one row
+    for call in calls:
+        first.setdefault(call[0].name, call)
+    return list(first.values())
+
+
+def _main_output(out: Any) -> Any:
+    """A layer's output array; for layers returning (carry, outputs), the outputs."""
+    return out if hasattr(out, "shape") else jax.tree.leaves(out)[-1]
 
 
 def _flops(module: nn.Module, variables: Any, inputs: tuple) -> int:
