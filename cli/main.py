@@ -172,6 +172,20 @@ def generate(
     raise typer.Exit(generate_cmd.generate(run_dir, prime, length, temperature, top_k, seed, last, out))
 
 
+@app.command()
+def compose(
+    run_dir: Path = typer.Argument(..., help="A run of a sequence model, e.g. outputs/char_shakespeare/<run>"),
+    prime: Optional[str] = typer.Option(None, "--prime", help="Text (or chords) to start from."),
+    top: int = typer.Option(10, "--top", help="How many proposals to show."),
+    last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
+):
+    """Write a text or a chorale together with a trained model: it proposes the 10 most likely next
+    tokens, you pick (number or Enter), type your own, or undo (<); Ctrl-D saves under <run>/compose/."""
+    from cli import compose_cmd
+
+    raise typer.Exit(compose_cmd.compose(run_dir, prime, top, last))
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
