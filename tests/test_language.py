@@ -59,6 +59,18 @@ def test_char_text_splits_90_10_at_a_boundary_and_windows_take_a_random_phase():
     assert vocab.decode(batch["x"][1]) == text[157:207] and vocab.decode(batch["y"][1]) == text[158:208]
 
 
+def test_own_text_file_by_path(tmp_path):
+    from experiments.data.text import TextConfig, load, vocabulary
+
+    path = tmp_path / "mine.txt"
+    path.write_text("the cat sat on the mat.\n" * 40, encoding="utf-8")
+    data = load(TextConfig(path=str(path), level="word", window=8, vocab_size=50))
+    vocab = vocabulary(data)
+    assert set(vocab.tokens) == {"<unk>", "the", "cat", "sat", "on", "mat", ".", "\n"}
+    assert vocab.decode(data.train.series[:7]) == "the cat sat on the mat."
+    assert len(data.val) >= 1 and len(data.test) >= 1
+
+
 def test_word_tokens_vocabulary_and_unknown():
     from experiments.data.text import UNK, build_vocabulary, detokenize, tokenize_words
 
