@@ -24,12 +24,15 @@ def generate(run_dir: Path, prime: Optional[str], length: int, temperature: floa
         return 0
     if out is not None and out.exists():
         raise UserError(f"{out} exists; nnrun never overwrites a file: give another --out or leave it out")
-    path = out or fresh_path(model.run_dir / "generated", f"seed{seed}-t{temperature:g}-k{top_k}", (".mid",)).with_suffix(".mid")
+    if out is None:
+        base = fresh_path(model.run_dir / "generated", f"seed{seed}-t{temperature:g}-k{top_k}", (".mid",))
+        out = base.with_name(base.name + ".mid")  # not with_suffix: the stem holds dots (t0.8)
+    path = out
     try:
         write_midi(result.prime + result.continuation, path)
     except FileExistsError:
         raise UserError(f"{path} exists; nnrun never overwrites a file: give another --out") from None
-    print(result.text)
+    print(result.text, flush=True)
     print(f"wrote {path} ({len(result.prime)} prime + {len(result.continuation)} generated steps)", file=sys.stderr)
     return 0
 
