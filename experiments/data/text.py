@@ -132,8 +132,8 @@ class Vocabulary:
             missing = sorted({c for c in pieces if c not in index})
             if missing and strict:
                 shown = ", ".join(repr(c) for c in missing[:5])
-                raise UserError(f"the prime holds characters the model never saw ({shown}); "
-                                "use only characters of its training text")
+                raise UserError(f"{text[:20]!r}{'...' if len(text) > 20 else ''} holds characters the model never "
+                                f"saw ({shown}); use only characters of its training text")
             pieces = [c for c in pieces if c in index]
             return np.asarray([index[c] for c in pieces], np.int32)
         return np.asarray([index.get(w, self.unk) for w in pieces], np.int32)
