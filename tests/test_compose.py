@@ -38,9 +38,13 @@ def _train(base: Path, name: str, args: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("compose")
-    return {"text": _train(base, "char-run", CHAR), "music": _train(base, "jsb-run", MUSIC)}
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(tmp_path_factory.mktemp("compose"), "char-run", CHAR)
+
+
+@pytest.fixture(scope="module")
+def music_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(tmp_path_factory.mktemp("compose"), "jsb-run", MUSIC)
 
 
 def _spawn(*args: str):
@@ -70,8 +74,8 @@ def _finish(child) -> str:
     return child.before
 
 
-def test_compose_text_pick_enter_type_undo_and_save(runs):
-    run = runs["text"]
+def test_compose_text_pick_enter_type_undo_and_save(text_run):
+    run = text_run
     child = _spawn(str(run), "--prime", "ROMEO:")
     first = child.before
     shown = _proposals(first)
@@ -113,12 +117,13 @@ def test_compose_text_pick_enter_type_undo_and_save(runs):
     assert len(after) == len(before) + 2 and all(after[k] == v for k, v in before.items())
 
 
-def test_compose_music_saves_the_chosen_chords_as_midi(runs):
+@pytest.mark.slow  # a second tiny training and terminal session (the MIDI writer itself: test_language.py)
+def test_compose_music_saves_the_chosen_chords_as_midi(music_run):
     import mido
 
     from experiments.generate import read_midi_chords
 
-    child = _spawn(str(runs["music"]), "--prime", "C3,E4,G4,C5")
+    child = _spawn(str(music_run), "--prime", "C3,E4,G4,C5")
     shown = _proposals(child.before)
     assert len(shown) == 10
     _answer(child, "")  # the most likely chord
