@@ -157,6 +157,37 @@ def list_():
     raise typer.Exit(commands.list_all(STATE["plugins"]))
 
 
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run of a sequence model, e.g. outputs/char_shakespeare/<run>"),
+    prime: Optional[str] = typer.Option(None, "--prime", help="Text to start from (music: chords, e.g. 'C3,E4,G4 60,64,67')."),
+    length: int = typer.Option(500, "--length", "-n", help="Tokens (characters, words or steps) to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer choices; above 1: wilder."),
+    top_k: int = typer.Option(0, "--top-k", "-k", help="Sample among the K most likely tokens only (0: all)."),
+    seed: int = typer.Option(0, "--seed", help="The same seed gives the same sample."),
+    last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this new file (music: default generated/ in the run)."),
+):
+    """Sample from a trained language or music model: text on stdout, music as a MIDI file."""
+    from cli import generate_cmd
+
+    raise typer.Exit(generate_cmd.generate(run_dir, prime, length, temperature, top_k, seed, last, out))
+
+
+@app.command()
+def compose(
+    run_dir: Path = typer.Argument(..., help="A run of a sequence model, e.g. outputs/char_shakespeare/<run>"),
+    prime: Optional[str] = typer.Option(None, "--prime", help="Text (or chords) to start from."),
+    top: int = typer.Option(10, "--top", help="How many proposals to show."),
+    last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
+):
+    """Write a text or a chorale together with a trained model: it proposes the 10 most likely next
+    tokens, you pick (number or Enter), type your own, or undo (<); Ctrl-D saves under <run>/compose/."""
+    from cli import compose_cmd
+
+    raise typer.Exit(compose_cmd.compose(run_dir, prime, top, last))
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),

@@ -66,7 +66,9 @@ def _top_level_calls(model: nn.Module, variables: Any, x: Any) -> list[tuple[nn.
         out = next_fun(*args, **kwargs)
         module = context.module
         if context.method_name == "__call__" and module.scope is not None and len(module.scope.path) == 1:
-            calls.append((module.clone(parent=None), _abstract(args), _abstract(out)))
+            # recurrent layers that return their carry give (carry, outputs): show the outputs
+            shown = out[-1] if isinstance(out, tuple) else out
+            calls.append((module.clone(parent=None), _abstract(args), _abstract(shown)))
         return out
 
     with nn.intercept_methods(interceptor):
