@@ -315,13 +315,20 @@ def evaluate_recall(
     "noise.0.1.bit_accuracy": ..., ...}} with plain Python floats.
     """
     check_mode(mode)
+    return evaluate_with(lambda probes, k: recall(params, probes, k, mode, max_sweeps),
+                         patterns, image_shape, key, noise_levels, trials)
+
+
+def evaluate_with(recall_fn, patterns: Array, image_shape: Sequence[int], key: Array,
+                  noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS, trials: int = 4) -> dict[str, Any]:
+    """`evaluate_recall` for any memory: `recall_fn(probes, key) -> (final, sweeps, converged)`."""
     pats = jnp.asarray(patterns, dtype=jnp.float32)
     shape = (int(image_shape[0]), int(image_shape[1]))
     levels = tuple(float(x) for x in noise_levels)
     k_probe, k_recall = jax.random.split(key)
     # One batched recall for every condition, so the dynamics compile once.
     src, probes = _make_probes(pats, k_probe, shape, levels, int(trials))
-    final, sweeps, converged = recall(params, probes, k_recall, mode, max_sweeps)
+    final, sweeps, converged = recall_fn(probes, k_recall)
 
     c, m = 1 + len(levels), src.shape[0]
     target = np.tile(np.asarray(src), (c, 1))
