@@ -58,3 +58,52 @@ def save_restoration(states: np.ndarray, energies: np.ndarray, shape: Sequence[i
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return [png, save_gif(states, shape, out_dir / f"{stem}.gif")]
+
+
+def save_escape(params, stuck: np.ndarray, frames: np.ndarray, temps: np.ndarray, shape: Sequence[int],
+                patterns: np.ndarray, out_dir: Path, count: int = 10) -> list[Path]:
+    """plots/escape.png: a spurious fixed point (left) that deterministic updates never leave,
+    and the annealed trajectory from it (frames with their temperatures), with the energy per
+    sweep against the energy of the stored patterns; escape.gif animates the trajectory."""
+    import jax.numpy as jnp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.models import hopfield as H
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    energies = np.asarray(H.energy(params, jnp.asarray(frames)))
+    e_stuck = float(H.energy(params, jnp.asarray(stuck)))
+    e_patterns = np.asarray(H.energy(params, jnp.asarray(patterns)))
+    idx = frame_indices(len(frames), count)
+    fig = plt.figure(figsize=(1.4 * (len(idx) + 1), 3.8))
+    grid = fig.add_gridspec(2, len(idx) + 1)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(stuck.reshape(shape), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title("stuck (T=0)", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for j, i in enumerate(idx):
+        ax = fig.add_subplot(grid[0, j + 1])
+        ax.imshow(frames[i].reshape(shape), cmap="gray_r", vmin=0, vmax=1)
+        t = f"T={temps[i]:.3g}" if i < len(temps) else "T=0"
+        ax.set_title(f"sweep {i + 1}\n{t}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = fig.add_subplot(grid[1, :])
+    ax.plot(np.arange(1, len(energies) + 1), energies, label="annealed state")
+    ax.axhline(e_stuck, color="tab:red", ls="--", label="the spurious state (deterministic: stays)")
+    ax.axhline(float(e_patterns.min()), color="k", ls=":", label="deepest stored pattern")
+    ax.set_xlabel("sweep")
+    ax.set_ylabel("energy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("escaping a spurious state by simulated annealing")
+    fig.tight_layout()
+    png = out_dir / "escape.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return [png, save_gif(np.concatenate([stuck[None], frames]), shape, out_dir / "escape.gif", frames=len(frames) + 1)]

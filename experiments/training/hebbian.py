@@ -81,6 +81,8 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
         _plot_recall(run, exp, model, params, dataset)
         if hasattr(model, "restoration"):
             _plot_restoration(run, exp, model, params, dataset)
+        if hasattr(model, "pictures"):  # a model's own pictures (stochastic Hopfield: escaping a spurious state)
+            model.pictures(params, dataset, run.plots_dir, jax.random.fold_in(jax.random.key(exp.seed), 14))
     return {"status": "completed", "metrics": {"half.exact_recall": "max"}, "best_metric": "half.exact_recall",
             "epochs_done": 1, "steps_done": 1, "patterns": len(dataset.train), "units": model.num_units,
             "test": metrics}
