@@ -130,41 +130,44 @@ def main() -> None:
     print("T restored:", result["restore_T"], flush=True)
 
     n0 = min(args.sizes)
-    rows = []
-    memories = [(hopfield_memory("hebbian"), args.sizes), (hopfield_memory("storkey"), [n0]),
-                (dense_memory(args.beta), [n0])]
-    for memory, sizes in memories:
-        for n in sizes:
-            seeds = range(seeds_small if n <= 200 else 1)
-            t = time.perf_counter()
-            curve = capacity_curve(memory, n, args.alphas, seeds, probes=probes)
-            rows += curve
-            print(f"{memory.name:>16} N={n:5d}: " + " ".join(f"{r['alpha']:.2f}:{r['0.0.overlap']:.3f}" for r in curve)
-                  + f"  ({time.perf_counter() - t:.0f} s)", flush=True)
-    result["capacity"] = rows
-    plot_capacity(rows, out / "capacity.png", "Hopfield capacity: random patterns, async recall")
-
-    dense_rows = []
-    for memory in (dense_memory(args.beta), hopfield_memory("hebbian")):
-        dense_rows += capacity_curve(memory, n0, args.dense_alphas, range(seeds_small), probes=probes)
-    result["dense"] = dense_rows
-    for r in dense_rows:
-        print(f"{r['memory']:>16} N={r['N']} P={r['P']}: fixed-point overlap {r['0.0.overlap']:.3f}, "
-              f"exact from 10% flips {r['0.1.exact_recall']:.3f}", flush=True)
-    plot_capacity(dense_rows, out / "dense.png", f"dense associative memory vs Hebbian, N={n0}, up to P=2N", None)
-
-    basin = []
-    flips = [round(0.05 * i, 2) for i in range(11)]
-    for alpha in (0.05, 0.10, ALPHA_C):
-        basin += basin_curve(hopfield_memory("hebbian"), n0, max(1, round(alpha * n0)), flips, range(seeds_small), probes)
-    basin += basin_curve(hopfield_memory("storkey"), n0, round(0.10 * n0), flips, range(seeds_small), probes)
-    basin += basin_curve(dense_memory(args.beta), n0, n0, flips, range(seeds_small), probes)
-    result["basin"] = basin
-    plot_basin(basin, out / "basin.png")
-    result["wall_time_s"] = time.perf_counter() - t0
     path = REPO / "benchmarks" / "results" / f"hopfield_capacity-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+
+    def save() -> None:  # after every curve: a long study that is stopped keeps what it measured
+        result["wall_time_s"] = time.perf_counter() - t0
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        if result.get("capacity"):
+            plot_capacity(result["capacity"], out / "capacity.png", "Hopfield capacity: random patterns, async recall")
+        if result.get("dense"):
+            plot_capacity(result["dense"], out / "dense.png", f"dense associative memory vs Hebbian, N={n0}, up to P=2N")
+        if result.get("basin"):
+            plot_basin(result["basin"], out / "basin.png")
+
+    result["dense"], result["basin"], result["capacity"] = [], [], []
+    for memory in (dense_memory(args.beta), hopfield_memory("hebbian")):
+        result["dense"] += capacity_curve(memory, n0, args.dense_alphas, range(seeds_small), probes=probes)
+    for r in result["dense"]:
+        print(f"{r['memory']:>16} N={r['N']} P={r['P']}: fixed-point overlap {r['0.0.overlap']:.3f}, "
+              f"exact from 10% flips {r['0.1.exact_recall']:.3f}", flush=True)
+    save()
+
+    flips = [round(0.05 * i, 2) for i in range(11)]
+    for memory, p in ((hopfield_memory("hebbian"), round(0.05 * n0)), (hopfield_memory("hebbian"), round(0.10 * n0)),
+                      (hopfield_memory("hebbian"), round(ALPHA_C * n0)), (hopfield_memory("storkey"), round(0.10 * n0)),
+                      (dense_memory(args.beta), n0)):
+        result["basin"] += basin_curve(memory, n0, max(1, p), flips, range(seeds_small), probes)
+    save()
+
+    runs = [(hopfield_memory("hebbian"), n0), (hopfield_memory("storkey"), n0), (dense_memory(args.beta), n0)]
+    runs += [(hopfield_memory("hebbian"), n) for n in sorted(args.sizes) if n != n0]
+    for memory, n in runs:
+        seeds = range(seeds_small if n <= 200 else 1)
+        t = time.perf_counter()
+        curve = capacity_curve(memory, n, args.alphas, seeds, probes=probes)
+        result["capacity"] += curve
+        print(f"{memory.name:>16} N={n:5d}: " + " ".join(f"{r['alpha']:.2f}:{r['0.0.overlap']:.3f}" for r in curve)
+              + f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+        save()
     print(f"figures in {out}\nnumbers in {path}  ({result['wall_time_s']:.0f} s)")
 
 

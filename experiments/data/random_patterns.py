@@ -1,4 +1,5 @@
-"""Random binary patterns for Hopfield capacity experiments: P patterns of N {0,1} units.
+"""Random binary patterns for Hopfield capacity experiments (P patterns of N {0,1} units),
+and the encoder problem of Boltzmann machines (`encoder`).
 
 Each bit is on with probability (1 + bias) / 2 (bias = mean of the bipolar bits; 0 for
 the unbiased patterns of the 0.138N capacity). Drawn from `seed` with numpy, so a pattern
@@ -71,3 +72,32 @@ def load_random_patterns(cfg: RandomPatternsConfig) -> Dataset:
     rng = np.random.default_rng(int(cfg.seed))
     x = (rng.random((p, n), dtype=np.float32) < (1.0 + float(cfg.bias)) / 2).astype(np.float32)
     return _pattern_dataset("random_patterns", x.reshape(p, *square_shape(n)), [str(i) for i in range(p)])
+
+
+@dataclass
+class EncoderConfig(DataConfig):
+    """Config of the `encoder` dataset: n one-hot patterns on an input and an output group."""
+
+    name: str = "encoder"
+    val_size: int = 0  # ignored: every split holds the same n patterns
+    n: int = 4  # units per group (the 4-2-4 encoder: n = 4)
+    repeats: int = 50  # copies of the n patterns in the training split (steps per epoch = n*repeats/batch)
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise UserError(f"data.n={self.n} must be at least 2")
+        if self.repeats < 1:
+            raise UserError(f"data.repeats={self.repeats} must be at least 1")
+
+
+@register_dataset("encoder", schema=EncoderConfig)
+def load_encoder(cfg: EncoderConfig) -> Dataset:
+    """The n-log2(n)-n encoder (Ackley, Hinton & Sejnowski 1985): x = [one-hot i, one-hot i], 2n units."""
+    from experiments.data import Split
+
+    n = int(cfg.n)
+    eye = np.eye(n, dtype=np.float32)
+    x, y = np.concatenate([eye, eye], 1), np.arange(n, dtype=np.int32)
+    train = Split(np.tile(x, (int(cfg.repeats), 1)), np.tile(y, int(cfg.repeats)))
+    return Dataset("encoder", train, Split(x.copy(), y.copy()), Split(x.copy(), y.copy()), num_classes=n,
+                   meta={"groups": 2})
