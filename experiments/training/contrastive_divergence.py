@@ -88,6 +88,7 @@ class CDSteps:
     k: int
     persistent: bool
     data_mean: np.ndarray
+    chain_count: int  # persistent chains: one per row of a training batch
     schedule: Optional[optax.Schedule] = None
     objective: Objective = EnergyObjective()
 
@@ -97,7 +98,7 @@ class CDSteps:
 
     def _fresh_chains(self, key, params, batch):
         # Chains start from the visible biases' own distribution (the base rates).
-        shape = (batch["x"].shape[0], self.rbm.visible_units)
+        shape = (self.chain_count, self.rbm.visible_units)
         return jax.random.bernoulli(key, jax.nn.sigmoid(params.b), shape).astype(jnp.float32)
 
     def _flat(self, batch: dict) -> jax.Array:
@@ -107,9 +108,7 @@ class CDSteps:
     def train_step(self, state: CDState, batch: dict, rngs: Streams) -> tuple[CDState, dict]:
         v = self._flat(batch)
         chains = state.chains
-        if self.persistent and chains.shape[0] != v.shape[0]:  # a resumed run with another batch size
-            raise UserError("trainer.batch_size differs from the persistent chains'; resume with the same batch size")
-        start = chains if self.persistent else v
+        start = chains if self.persistent else v  # the phases are averaged separately: the counts may differ
         grads, v_neg = self.rbm.cd_statistics(state.params, v, start, rngs["noise"], self.k)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -158,7 +157,8 @@ def build_steps(exp: Experiment, data: Dataset, hp: Optional[dict] = None) -> CD
 
     schedule = make_schedule(exp.schedule, exp.optim.lr, steps_per_epoch(exp, data), exp.trainer.epochs)
     t = exp.trainer
-    return CDSteps(rbm, make_transform(exp.optim, schedule), int(t.k), bool(t.persistent), mean, schedule)
+    return CDSteps(rbm, make_transform(exp.optim, schedule), int(t.k), bool(t.persistent), mean, int(t.batch_size),
+                   schedule)
 
 
 # --------------------------------------------------------------------------- after training
