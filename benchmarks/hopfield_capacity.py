@@ -3,6 +3,7 @@ figures and numbers of the energy-network lecture in one command.
 
     python benchmarks/hopfield_capacity.py                    # full study (~30-40 min on the shared 2-core CPU)
     python benchmarks/hopfield_capacity.py --sizes 100 --alphas 0.05 0.1 0.15 --quick
+    python benchmarks/hopfield_capacity.py --criteria         # the issue's N=100 numbers only (~2 min)
 
 Writes into --out (default outputs/hopfield_capacity/<timestamp>/):
   capacity.png  mean overlap after recall from each stored pattern, and exact recall from
@@ -108,6 +109,39 @@ def restore_t(out: Path) -> dict:
             "energy_start": float(energies[0]), "energy_end": float(energies[-1])}
 
 
+def criteria(seeds: int = 5, trials: int = 10) -> dict:
+    """The done-means numbers at N = 100: P = 5, 10, 15, 25 random patterns, Hebbian and
+    Storkey, `seeds` pattern sets, `trials` probes per pattern with exactly 10% of bits flipped."""
+    from experiments.energy.capacity import capacity_point
+
+    out = {}
+    for memory in (hopfield_memory("hebbian", max_sweeps=100), hopfield_memory("storkey", max_sweeps=100)):
+        for p in (5, 10, 15, 25):
+            runs = [capacity_point(memory, 100, p, s, (0.0, 0.1), probes=trials * p) for s in range(seeds)]
+            from experiments.models import hopfield as H
+
+            fixed = [H.fixed_point_rate(H.store_with(memory.name, pats), pats)
+                     for pats in (random_patterns_(p, 100, s) for s in range(seeds))]
+            row = {"fixed_points": float(np.mean(fixed)), "fixed_points_per_seed": fixed,
+                   "overlap_10pct": float(np.mean([r["0.1"]["overlap"] for r in runs])),
+                   "overlap_10pct_per_seed": [r["0.1"]["overlap"] for r in runs],
+                   "exact_10pct": float(np.mean([r["0.1"]["exact_recall"] for r in runs])),
+                   "mixture_10pct": float(np.mean([r["0.1"]["mixture"] for r in runs])),
+                   "spurious_10pct": float(np.mean([r["0.1"]["spurious"] for r in runs]))}
+            out[f"{memory.name}.P={p}"] = row
+            print(f"{memory.name:>8} N=100 P={p:3d}: fixed points {row['fixed_points']:.3f}, overlap from 10% flips "
+                  f"{row['overlap_10pct']:.3f} (seeds {min(row['overlap_10pct_per_seed']):.3f}-"
+                  f"{max(row['overlap_10pct_per_seed']):.3f}), exact {row['exact_10pct']:.3f}, "
+                  f"mixture {row['mixture_10pct']:.3f}, spurious {row['spurious_10pct']:.3f}", flush=True)
+    return out
+
+
+def random_patterns_(p: int, n: int, seed: int) -> np.ndarray:
+    from experiments.energy.capacity import random_patterns
+
+    return random_patterns(p, n, seed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 500, 1000])
@@ -118,8 +152,15 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=1.0, help="dense memory inverse temperature")
     ap.add_argument("--quick", action="store_true", help="one seed, 60 probes")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--criteria", action="store_true", help="only the N=100 done-means numbers (5 seeds)")
     args = ap.parse_args()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.criteria:
+        path = REPO / "benchmarks" / "results" / f"hopfield_criteria-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(criteria(), indent=2) + "\n")
+        print(f"numbers in {path}")
+        return
     out = args.out or REPO / "outputs" / "hopfield_capacity" / stamp
     out.mkdir(parents=True, exist_ok=True)
     seeds_small = 1 if args.quick else args.seeds
