@@ -427,7 +427,7 @@ def test_too_many_patterns_for_memory_is_one_line(nnrun_main, monkeypatch):
     from experiments.data import random_patterns
 
     monkeypatch.setattr(random_patterns, "available_memory", lambda: 1 << 20)
-    out = nnrun_main("train", "conf=hopfield_random", "data.N=1000", "data.P=500")
+    out = nnrun_main("train", "conf=hopfield_capacity", "data.N=1000", "data.P=500")
     assert_one_line_error(out, "data.P=500", "GiB", "lower data.P")
 
 
@@ -441,7 +441,7 @@ def test_bad_pattern_files_are_one_line_errors(nnrun_main, tmp_path, content, fr
 
     path = tmp_path / "pats.txt"
     path.write_text(content)
-    out = nnrun_main("train", "conf=hopfield_random", "data=pattern_file", f"data.path={path}")
+    out = nnrun_main("train", "conf=hopfield_capacity", "data=pattern_file", f"data.path={path}")
     assert_one_line_error(out, *fragments)
 
 
