@@ -145,7 +145,7 @@ class StochasticHopfieldConfig(ModelConfig):
     t_end: float = 0.01
     sweeps: int = 40  # Gibbs sweeps along the schedule (then one deterministic sweep)
     schedule: str = "geometric"  # geometric | linear
-    temperature: float = 0.5  # of equilibrium sampling (plots/equilibrium.png)
+    temperature: float = 0.05  # x N: equilibrium sampling from a stored pattern (plots/equilibrium.png)
     noise_levels: list[float] = field(default_factory=lambda: list(H.DEFAULT_NOISE_LEVELS))
     flip_fractions: list[float] = field(default_factory=lambda: [0.1])
 
@@ -200,7 +200,40 @@ class StochasticHopfieldModel:
             return []
         temps = jnp.asarray(self.schedule())
         frames = anneal_frames(params, stuck, jax.random.fold_in(key, 1), temps)
-        return save_escape(params, stuck, frames, np.asarray(temps), shape, np.asarray(dataset.test.x), out_dir)
+        paths = save_escape(params, stuck, frames, np.asarray(temps), shape, np.asarray(dataset.test.x), out_dir)
+        return paths + [self.equilibrium_picture(params, np.asarray(dataset.test.x), out_dir, jax.random.fold_in(key, 2))]
+
+    def equilibrium_picture(self, params, patterns, out_dir, key, chains: int = 8, sweeps: int = 200) -> Any:
+        """plots/equilibrium.png: chains at the fixed `temperature` started on the first stored
+        pattern: the energy and the overlap with that pattern after every sweep."""
+        from pathlib import Path
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        scale = self.num_units if self.cfg.rule == "hebbian" else 1.0
+        t = float(self.cfg.temperature) * scale
+        start = jnp.tile(jnp.asarray(patterns[:1]), (chains, 1))
+        samples = np.asarray(sample_equilibrium(params, start, key, t, sweeps, 0))  # (sweeps, chains, N)
+        energies = np.asarray(H.energy(params, jnp.asarray(samples)))
+        overlap = ((2 * samples - 1) @ (2 * patterns[0] - 1)) / patterns.shape[1]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        axes[0].plot(energies, alpha=0.6)
+        axes[0].set_ylabel("energy")
+        axes[1].plot(overlap, alpha=0.6)
+        axes[1].set_ylabel("overlap with the stored pattern")
+        for ax in axes:
+            ax.set_xlabel("sweep")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{chains} chains sampling at T = {self.cfg.temperature:g} x N from a stored pattern "
+                     f"(mean overlap after sweep 50: {overlap[50:].mean():.3f})")
+        fig.tight_layout()
+        path = Path(out_dir) / "equilibrium.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
 
 
 def find_stuck_state(params: H.HopfieldParams, patterns: np.ndarray, key: Array, probes: int = 256
