@@ -55,6 +55,7 @@ def test_ais_agrees_with_exact_log_z_for_a_20_hidden_rbm():
     assert len(ais_betas(14500)) == 14501 and ais_betas(100)[0] == 0.0 and ais_betas(100)[-1] == 1.0
 
 
+@pytest.mark.slow  # MNIST, compilation of long chains: past the default suite's budget
 def test_cd_statistics_are_the_negative_log_likelihood_gradient_with_long_chains():
     rbm, p = _rbm(5, 3, seed=3)
     data = jnp.asarray(np.random.default_rng(0).integers(0, 2, (8, 5)), jnp.float32)
@@ -84,6 +85,7 @@ def test_pseudo_log_likelihood_is_the_one_bit_conditional():
     assert float(rbm.pseudo_log_likelihood(p, v, key)[0]) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # MNIST, compilation of long chains: past the default suite's budget
 def test_rbm_trains_through_the_cli_with_pcd_chains_in_the_checkpoint(nnrun_main, outputs):
     run_dir = outputs / "rbm"
     out = nnrun_main("train", "conf=rbm_mnist", "model.hidden=8", "data.train_subset=600", "data.val_size=100",
@@ -173,6 +175,7 @@ def test_connectivity_of_the_4_2_4_encoder():
     assert m[:8, 8:].all() and m[:4, :4].sum() == 12 and m[8, 9] == 1
 
 
+@pytest.mark.slow  # MNIST, compilation of long chains: past the default suite's budget
 def test_sampled_statistics_agree_with_exact_enumeration():
     steps = _encoder_machine()
     m = steps.machine
