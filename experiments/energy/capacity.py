@@ -63,7 +63,7 @@ def capacity_point(memory: Memory, n: int, p: int, seed: int, flips: Sequence[fl
     report = H.flip_report(recall, pats, key, tuple(flips), trials)
     out: dict[str, dict[str, float]] = {}
     for name, value in report.items():
-        _, flip, measure = name.split(".", 1)[0], name[5:].rsplit(".", 1)[0], name.rsplit(".", 1)[1]
+        flip, measure = name[len("flip."):].rsplit(".", 1)  # "flip.<fraction>.<measure>"
         out.setdefault(flip, {})[measure] = value
     return out
 
