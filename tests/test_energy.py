@@ -104,6 +104,10 @@ def test_rbm_trains_through_the_cli_with_pcd_chains_in_the_checkpoint(nnrun_main
     assert chains.shape == (50, 784) and set(np.unique(chains)) <= {0.0, 1.0}
     summary = read_json(run_dir / "summary.json")
     assert summary["test"]["mse"] < 0.25 and summary["test"]["pseudo_ll"] < 0
+    from experiments.energy.rbm_eval import evaluate
+
+    again = evaluate(run_dir, runs=16, betas=200)  # AIS after the fact, checked against enumeration (8 hidden)
+    assert abs(again["ais_minus_exact"]) < 1.0 and (run_dir / "ais-best-16x200.json").is_file()
 
 
 def test_rbm_bad_settings_are_one_line_errors(nnrun_main):

@@ -455,3 +455,14 @@ def test_pattern_file_reads_bipolar_and_bitstring_rows(tmp_path):
     assert load_pattern_file(PatternFileConfig(path=str(tmp_path / "b.txt"))).meta["image_shape"] == (2, 2)
     np.save(tmp_path / "c.npy", np.eye(3))
     assert load_pattern_file(PatternFileConfig(path=str(tmp_path / "c.npy"))).train.x.shape == (3, 3)
+
+
+@pytest.mark.slow  # compiles recall for several pattern counts
+def test_capacity_and_basin_curves_report_every_load_and_flip():
+    from experiments.energy.capacity import basin_curve, capacity_curve, dense_memory, hopfield_memory
+
+    rows = capacity_curve(hopfield_memory("hebbian"), 40, (0.05, 0.5), seeds=(0,), probes=8)
+    assert [r["P"] for r in rows] == [2, 20] and rows[0]["0.0.overlap"] == 1.0
+    assert rows[1]["0.0.overlap"] < rows[0]["0.0.overlap"]  # far over capacity, the patterns are lost
+    basin = basin_curve(dense_memory(1.0), 40, 40, (0.0, 0.1), seeds=(0,), probes=8)
+    assert [b["flip"] for b in basin] == [0.0, 0.1] and basin[0]["exact_recall"] == 1.0
