@@ -202,10 +202,16 @@ def test_boltzmann_rule_learns_the_4_2_4_encoder_with_exact_statistics():
     steps = _encoder_machine()
     v = jnp.asarray(np.concatenate([np.eye(4), np.eye(4)], 1), jnp.float32)
     state = steps.init(jax.random.key(2), {"x": v})
-    step = jax.jit(lambda s, k: steps.train_step(s, {"x": v}, Streams(k)))
     first = steps.eval_step(state, {"x": v})
-    for i in range(600):
-        state, _ = step(state, jax.random.key(i))
+
+    @jax.jit
+    def train(state):  # 600 updates as one program
+        def body(s, i):
+            return steps.train_step(s, {"x": v}, Streams(jax.random.fold_in(jax.random.key(0), i)))[0], None
+
+        return jax.lax.scan(body, state, jnp.arange(600))[0]
+
+    state = train(state)
     sums = steps.eval_step(state, {"x": v})
     assert float(sums["correct"]) == 4.0  # every input reproduced on the output group
     assert float(sums["kl"]) < 0.3 * float(first["kl"])
