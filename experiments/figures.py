@@ -32,7 +32,9 @@ def figure(objective: str):
 def draw_figures(exp: Any, steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
     """The objective's figures for `state` (the trainer's inner state); [] if it has none."""
     fn = FIGURES.get(exp.objective.name) if exp.objective is not None else None
-    return fn(steps, state, data, Path(out_dir)) if fn else []
+    paths = fn(steps, state, data, Path(out_dir)) if fn else []
+    own = getattr(steps, "figures", None)  # a trainer's own pictures and reports (RBM: filters, AIS)
+    return paths + (own(exp, state, data, Path(out_dir)) if own else [])
 
 
 def _outputs(steps: Any, state: Any, batch: dict) -> np.ndarray:

@@ -38,7 +38,10 @@ def test_every_experiment_validates(conf: str) -> None:
     assert exp.model.name == cfg.model.name and exp.data.name == cfg.data.name
     assert MODELS.get(exp.model.name).trainer == exp.trainer.name
     assert exp.resume is None and isinstance(exp.seed, int)
-    if exp.trainer.name == "gradient":
+    from experiments.training import TRAINERS
+
+    entry = TRAINERS.get(exp.trainer.name)
+    if entry.steps is not None:  # step-based trainers (gradient, contrastive divergence, ...) use optim groups
         assert isinstance(exp.optim, OptimConfig) and isinstance(exp.schedule, ScheduleConfig)
         assert exp.objective is not None
     else:

@@ -337,3 +337,132 @@ def test_model_registration_and_builder_validation():
     assert model.num_units == 400 and model.cfg.update == "sync"
     with pytest.raises(UserError, match="update mode"):
         build_model(H.HopfieldConfig(update="parallel"), DataInfo(input_shape=(400,), num_classes=4))
+
+
+# --------------------------------------------------------------------------- capacity, Storkey, data
+
+
+def _random_set(p: int, n: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((p, n)) < 0.5).astype(np.float32)
+
+
+def test_storkey_stores_more_fixed_points_than_hebbian_at_015n():
+    heb = [H.fixed_point_rate(H.store(_random_set(15, 100, s)), _random_set(15, 100, s)) for s in range(3)]
+    sto = [H.fixed_point_rate(H.store_storkey(_random_set(15, 100, s)), _random_set(15, 100, s)) for s in range(3)]
+    assert np.mean(sto) == 1.0 and np.mean(heb) < 0.95
+    w = np.asarray(H.store_storkey(_random_set(15, 100, 0)).W)
+    np.testing.assert_allclose(w, w.T, atol=1e-6)
+    assert not w.diagonal().any()
+
+
+def test_hebbian_fixed_points_at_005n_and_basin_at_010n():
+    pats = _random_set(5, 100, 0)
+    assert H.fixed_point_rate(H.store(pats), pats) == 1.0
+    pats = _random_set(10, 100, 1)
+    params = H.store(pats)
+    report = H.flip_report(lambda pr, k: H.recall(params, pr, k, "sync", 30), pats, jax.random.key(0), (0.1,), 4)
+    assert report["flip.0.1.overlap"] >= 0.95
+
+
+def test_corrupt_bits_flips_exactly_the_requested_count():
+    x = jnp.zeros(100)
+    flipped = jax.vmap(lambda k: H.corrupt_bits(x, k, 10))(jax.random.split(jax.random.key(0), 8))
+    assert (np.asarray(flipped).sum(1) == 10).all()
+    assert H.flipped_count(0.1, 100) == 10 and H.flipped_count(0.0, 100) == 0
+
+
+def test_classify_states_names_retrieved_reversed_mixture_and_spurious():
+    pats = _random_set(4, 101, 3)
+    xi = 2 * pats - 1
+    mix = (xi[0] + xi[1] - xi[2] > 0).astype(np.float32)
+    spurious = _random_set(1, 101, 99)[0]
+    final = np.stack([pats[0], 1 - pats[1], mix, spurious, pats[2]])
+    src = np.stack([pats[0], pats[0], pats[0], pats[0], pats[0]])
+    c = H.classify_states(final, src, pats)
+    assert c["retrieved"].tolist() == [True, False, False, False, False]
+    assert c["reversed"].tolist() == [False, True, False, False, False]
+    assert c["mixture"].tolist() == [False, False, True, False, False]
+    assert c["spurious"].tolist() == [False, False, False, True, False]
+    assert c["other"].tolist() == [False, False, False, False, True]
+    assert c["overlap"][0] == 1.0
+
+
+def test_energy_trace_never_rises_and_restores_the_t():
+    ds = load_letters(PatternsConfig())
+    params = H.store(ds.train.x)
+    probe = H.corrupt_half(ds.train.x[0], jax.random.key(1), ds.meta["image_shape"])
+    states, energies = H.energy_trace(params, probe, jax.random.key(2))
+    assert (np.diff(energies) <= 1e-3).all() and energies[-1] < energies[0]
+    np.testing.assert_array_equal(states[-1], ds.train.x[0])
+    assert len(states) == len(energies)
+
+
+def test_dense_memory_recalls_as_many_patterns_as_units():
+    from experiments.models import dense_memory as D
+
+    pats = _random_set(64, 64, 4)
+    params = D.store_dense(pats)
+    assert D.fixed_points(params, pats, 1.0) == 1.0
+    report = H.flip_report(lambda pr, k: D.dense_recall(params, pr, 1.0, 20), pats, jax.random.key(0), (0.1,), 2)
+    assert report["flip.0.1.exact_recall"] == 1.0
+    heb = H.store(pats)  # the Hebbian net at P = N keeps almost nothing
+    assert H.fixed_point_rate(heb, pats) < 0.2
+
+
+def test_random_patterns_dataset_is_seeded_and_biased():
+    from experiments.data.random_patterns import RandomPatternsConfig, load_random_patterns
+
+    a = load_random_patterns(RandomPatternsConfig(N=100, P=20, seed=1))
+    b = load_random_patterns(RandomPatternsConfig(N=100, P=20, seed=1))
+    np.testing.assert_array_equal(a.train.x, b.train.x)
+    assert a.train.x.shape == (20, 100) and a.meta["image_shape"] == (10, 10)
+    on = load_random_patterns(RandomPatternsConfig(N=400, P=50, bias=0.6)).train.x.mean()
+    assert abs(on - 0.8) < 0.02
+    with pytest.raises(UserError, match="bias"):
+        RandomPatternsConfig(bias=1.0)
+
+
+def test_too_many_patterns_for_memory_is_one_line(nnrun_main, monkeypatch):
+    from conftest import assert_one_line_error
+    from experiments.data import random_patterns
+
+    monkeypatch.setattr(random_patterns, "available_memory", lambda: 1 << 20)
+    out = nnrun_main("train", "conf=hopfield_capacity", "data.N=1000", "data.P=500")
+    assert_one_line_error(out, "data.P=500", "GiB", "lower data.P")
+
+
+@pytest.mark.parametrize("content,fragments", [
+    ("0 1 1\n1 0 2\n", ("values [2.0]", "0/1")),
+    ("0 1 1\n1 0\n", ("different sizes", "line 2")),
+    ("0 1 x\n", ("not a row of numbers",)),
+])
+def test_bad_pattern_files_are_one_line_errors(nnrun_main, tmp_path, content, fragments):
+    from conftest import assert_one_line_error
+
+    path = tmp_path / "pats.txt"
+    path.write_text(content)
+    out = nnrun_main("train", "conf=hopfield_capacity", "data=pattern_file", f"data.path={path}")
+    assert_one_line_error(out, *fragments)
+
+
+def test_pattern_file_reads_bipolar_and_bitstring_rows(tmp_path):
+    from experiments.data.patterns import PatternFileConfig, load_pattern_file
+
+    (tmp_path / "a.txt").write_text("# two patterns\n-1 1 1 -1\n1,-1,-1,-1\n")
+    ds = load_pattern_file(PatternFileConfig(path=str(tmp_path / "a.txt")))
+    np.testing.assert_array_equal(ds.train.x, [[0, 1, 1, 0], [1, 0, 0, 0]])
+    (tmp_path / "b.txt").write_text("0110\n1001\n")
+    assert load_pattern_file(PatternFileConfig(path=str(tmp_path / "b.txt"))).meta["image_shape"] == (2, 2)
+    np.save(tmp_path / "c.npy", np.eye(3))
+    assert load_pattern_file(PatternFileConfig(path=str(tmp_path / "c.npy"))).train.x.shape == (3, 3)
+
+
+@pytest.mark.slow  # compiles recall for several pattern counts
+def test_capacity_and_basin_curves_report_every_load_and_flip():
+    from experiments.energy.capacity import basin_curve, capacity_curve, dense_memory, hopfield_memory
+
+    rows = capacity_curve(hopfield_memory("hebbian"), 40, (0.05, 0.5), seeds=(0,), probes=8)
+    assert [r["P"] for r in rows] == [2, 20] and rows[0]["0.0.overlap"] == 1.0
+    assert rows[1]["0.0.overlap"] < rows[0]["0.0.overlap"]  # far over capacity, the patterns are lost
+    basin = basin_curve(dense_memory(1.0), 40, 40, (0.0, 0.1), seeds=(0,), probes=8)
+    assert [b["flip"] for b in basin] == [0.0, 0.1] and basin[0]["exact_recall"] == 1.0

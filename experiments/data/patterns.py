@@ -1,4 +1,5 @@
-"""Binary-pattern datasets for Hopfield networks: letter glyphs and binarised MNIST digits.
+"""Binary-pattern datasets for Hopfield networks: letter glyphs, binarised MNIST digits and
+patterns read from a file (`pattern_file`: text or .npy).
 
 For: a handful of {0,1} patterns to store and recall. Every split holds the same clean
 patterns (x: (P, N) float32, y: arange(P) int32); evaluation corrupts them itself.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -303,3 +305,90 @@ def load_binary_digits(cfg: BinaryDigitsConfig) -> Dataset:
     images, labels = _mnist_test_set(cfg.root)
     protos = np.stack([digit_prototype(images, labels, d, crop, factor) for d in digits])
     return _pattern_dataset("binary_digits", protos, [str(d) for d in digits])
+
+
+# --------------------------------------------------------------------------- pattern files
+
+
+@dataclass
+class PatternFileConfig(DataConfig):
+    """Config of the `pattern_file` dataset."""
+
+    name: str = "pattern_file"
+    val_size: int = 0  # ignored: pattern datasets have no validation split
+    path: str = ""  # .npy (P, N) or (P, H, W); or text: one pattern per line, values 0/1 or -1/1
+    shape: Optional[list[int]] = None  # (H, W) of each pattern for pictures; default: most square
+
+
+def read_pattern_file(path: Path) -> np.ndarray:
+    """(P, ...) float array of a .npy file, or of a text file with one pattern per line
+    (values separated by spaces or commas; a line of only 0/1 characters also works;
+    blank lines and lines starting with # are skipped)."""
+    if not path.is_file():
+        raise UserError(f"pattern file {path} not found; set data.path to a .npy or text file of patterns")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise UserError(f"{path} is not a numeric .npy array ({err}); save the patterns with numpy.save") from None
+        if arr.ndim < 2 or arr.shape[0] < 1:
+            raise UserError(f"{path} holds an array of shape {arr.shape}; patterns need shape (P, N) or (P, H, W)")
+        return arr.astype(np.float32)
+    rows, lengths = [], {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.replace(",", " ").split()
+        if len(tokens) == 1 and set(tokens[0]) <= {"0", "1"}:
+            tokens = list(tokens[0])
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            raise UserError(f"{path}:{i}: '{line[:40]}' is not a row of numbers; write 0/1 (or -1/1) values") from None
+        lengths.setdefault(len(tokens), i)
+    if not rows:
+        raise UserError(f"{path} holds no patterns; write one pattern per line")
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{n} (first at line {line})" for n, line in sorted(lengths.items(), key=lambda t: t[1]))
+        raise UserError(f"patterns in {path} have different sizes: {sizes}; every pattern needs the same number of units")
+    return np.asarray(rows, np.float32)
+
+
+def to_binary(x: np.ndarray, source: str) -> np.ndarray:
+    """0/1 patterns as they are, -1/1 patterns mapped to 0/1; anything else is an error."""
+    values = set(np.unique(x).tolist())
+    if values <= {0.0, 1.0}:
+        return x.astype(np.float32)
+    if values <= {-1.0, 1.0}:
+        return ((x + 1) / 2).astype(np.float32)
+    bad = sorted(values - {0.0, 1.0, -1.0})[:5]
+    raise UserError(f"{source} holds values {bad} besides 0/1 (or -1/1); Hopfield patterns must be binary")
+
+
+@register_dataset("pattern_file", schema=PatternFileConfig)
+def load_pattern_file(cfg: PatternFileConfig) -> Dataset:
+    """Binary patterns from a file (.npy, or text with one 0/1 or -1/1 pattern per line)."""
+    from experiments.data.random_patterns import check_fits, square_shape
+
+    if not cfg.path:
+        raise UserError("data=pattern_file needs data.path=FILE (a .npy array or one pattern per line)")
+    path = Path(str(cfg.path)).expanduser()
+    x = to_binary(read_pattern_file(path), str(path))
+    p, n = x.shape[0], int(np.prod(x.shape[1:]))
+    check_fits(p, n)
+    if cfg.shape:
+        h, w = (int(v) for v in cfg.shape)
+        if h * w != n:
+            raise UserError(f"data.shape={list(cfg.shape)} holds {h * w} units but the patterns have {n}; "
+                            f"choose H x W = {n}")
+    else:
+        h, w = x.shape[1:] if x.ndim == 3 else square_shape(n)
+    _check_no_duplicates(x.reshape(p, n), path)
+    return _pattern_dataset("pattern_file", x.reshape(p, h, w), [str(i) for i in range(p)])
+
+
+def _check_no_duplicates(x: np.ndarray, path: Path) -> None:
+    _, first, counts = np.unique(x, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        raise UserError(f"{path} repeats pattern {int(first[counts > 1][0])}; storing a pattern twice only biases W")

@@ -43,7 +43,10 @@ def _recall_report(exp: Experiment, model, params: HopfieldParams, dataset) -> d
     report = model.evaluate(params, dataset.test.x, shape, key, trials=exp.trainer.trials)
     names = dataset.meta.get("names") or [str(i) for i in range(len(dataset.test))]
     by_pattern = dict(zip(map(str, names), report.pop("half_by_pattern")))
-    return {**report["summary"], **{f"half.{n}.exact_recall": v for n, v in by_pattern.items()}}
+    # per-pattern rates only for a handful of named patterns (not 150 random ones)
+    named = {f"half.{n}.exact_recall": v for n, v in by_pattern.items()} if len(by_pattern) <= 20 else {}
+    capacity = model.capacity(params, dataset.test.x, jax.random.fold_in(key, 1), exp.trainer.trials)
+    return {**capacity, **report["summary"], **named}
 
 
 def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str = "best") -> dict:
@@ -53,11 +56,11 @@ def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str
     dataset, model = _setup(exp)
     ckpt = Checkpointer(Path(run_dir) / "checkpoints")
     try:
-        target = HopfieldParams(*(np.zeros(s, np.float32) for s in ((model.num_units,) * 2, (model.num_units,))))
+        target = model.params_template()
         params, step = ckpt.restore(which, target)
     finally:
         ckpt.close()
-    return {"split": split, "checkpoint": which, "step": step, **_recall_report(exp, model, HopfieldParams(*params), dataset)}
+    return {"split": split, "checkpoint": which, "step": step, **_recall_report(exp, model, type(target)(*params), dataset)}
 
 
 def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
@@ -76,6 +79,10 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
     writers.close()
     if exp.trainer.plots:
         _plot_recall(run, exp, model, params, dataset)
+        if hasattr(model, "restoration"):
+            _plot_restoration(run, exp, model, params, dataset)
+        if hasattr(model, "pictures"):  # a model's own pictures (stochastic Hopfield: escaping a spurious state)
+            model.pictures(params, dataset, run.plots_dir, jax.random.fold_in(jax.random.key(exp.seed), 14))
     return {"status": "completed", "metrics": {"half.exact_recall": "max"}, "best_metric": "half.exact_recall",
             "epochs_done": 1, "steps_done": 1, "patterns": len(dataset.train), "units": model.num_units,
             "test": metrics}
@@ -106,6 +113,20 @@ def _plot_recall(run: Run, exp: Experiment, model, params, dataset) -> None:
     fig.tight_layout()
     fig.savefig(run.plots_dir / "recall.png", dpi=100)
     plt.close(fig)
+
+
+def _plot_restoration(run: Run, exp: Experiment, model, params, dataset) -> None:
+    """plots/restore.png (strip of frames), restore.gif and energy.png: the first stored
+    pattern (the 'T' of the letters) recalled update by update from a half-noise copy."""
+    from experiments.models.hopfield import corrupt_half, energy_trace
+    from experiments.energy.pictures import save_restoration
+
+    shape = tuple(dataset.meta["image_shape"])
+    key = jax.random.fold_in(jax.random.key(exp.seed), 13)
+    probe = corrupt_half(dataset.test.x[0], key, shape)
+    states, energies = energy_trace(params, probe, jax.random.fold_in(key, 1))
+    name = (dataset.meta.get("names") or ["0"])[0]
+    save_restoration(states, energies, shape, run.plots_dir, title=f"recalling '{name}' from a half-noise copy")
 
 
 register_trainer("hebbian", TrainerEntry(
