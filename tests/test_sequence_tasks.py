@@ -208,7 +208,7 @@ def test_beam_search_with_every_prefix_kept_is_exact_and_one_beam_is_greedy() ->
 def test_teacher_forcing_reads_y_only_in_training() -> None:
     from experiments.models.seq2seq import Seq2Seq
     from experiments.objectives.sequence import SequenceClassification
-    from experiments.training.gradient import GradientSteps
+    from experiments.training.gradient import GradientSteps, model_inputs
     from experiments.training import Streams
     import optax
 
@@ -216,9 +216,11 @@ def test_teacher_forcing_reads_y_only_in_training() -> None:
     steps = GradientSteps(model, optax.sgd(0.1), SequenceClassification(0))
     batch = {"x": jnp.ones((3, 5), jnp.int32), "y": jnp.full((3, 4), 3, jnp.int32), "mask": jnp.ones((3, 4))}
     state = jax.jit(steps.init)(jax.random.key(0), batch)
-    assert set(steps._inputs(batch)) == {"y"}
+    assert set(model_inputs(model, batch)) == {"y"}  # mask is the objective's, not the model's
     out = jax.jit(steps.outputs)(state, batch)  # evaluation: decoded from x alone
     assert out.shape == (3, 4, 6)
+    other_targets = jax.jit(steps.outputs)(state, {**batch, "y": jnp.zeros_like(batch["y"])})
+    assert jnp.array_equal(out, other_targets)
     forced = jax.jit(lambda p, b: model.apply({"params": p}, b["x"], train=True, y=b["y"]))(state.params, batch)
     assert not jnp.allclose(forced, out)  # the fed tokens differ from the model's own
     new, sums = jax.jit(steps.train_step)(state, batch, Streams(jax.random.key(1)))
