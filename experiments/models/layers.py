@@ -97,10 +97,12 @@ POOLS = ("max", "avg", "min")
 
 
 def pool(x: jnp.ndarray, kind: str, window: int | tuple[int, int], stride: int | None = None,
-         padding: str = "VALID") -> jnp.ndarray:
+         padding: str | int = "VALID") -> jnp.ndarray:
     """Max, average or min pooling of (N, H, W, C) images over `window` with `stride`
-    (default: the window, i.e. non-overlapping). Min pooling is -max(-x): it keeps the
-    darkest value of each window, as max keeps the brightest."""
+    (default: the window, i.e. non-overlapping); padding VALID, SAME or a number of pixels
+    on each side (padded pixels never win a max/min nor count in an average). Min pooling is
+    -max(-x): it keeps the darkest value of each window, as max keeps the brightest."""
+    padding = conv_padding(padding) if isinstance(padding, int) else padding.upper()
     window = (window, window) if isinstance(window, int) else tuple(window)
     stride = window if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
     if kind == "max":
@@ -119,7 +121,7 @@ class Pool(nn.Module):
     kind: str = "max"
     window: int = 2
     stride: int | None = None
-    padding: str = "VALID"
+    padding: str | int = "VALID"
 
     @property
     def layer_type(self) -> str:
