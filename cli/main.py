@@ -155,6 +155,11 @@ def list_():
     raise typer.Exit(commands.list_all(STATE["plugins"]))
 
 
+from cli.demo_cmd import demo_app  # noqa: E402 - Typer only; the demos import jax when they run
+
+app.add_typer(demo_app, name="demo", help="Demonstrations of the building blocks: nnrun demo kernels [--image PATH | --index N]")
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
