@@ -157,6 +157,18 @@ def test_batchnorm_evaluates_with_running_averages() -> None:
     np.testing.assert_allclose(model.apply(variables, x)[:1], alone, rtol=1e-5, atol=1e-5)
 
 
+def test_classifier_figures_after_training(trained_run) -> None:
+    """The session's tiny LeNet5 run (plots on) drew the four image-classifier figures."""
+    plots = trained_run["dir"] / "plots"
+    for png in ("filters.png", "feature_maps.png", "confusion.png", "misclassified.png"):
+        assert (plots / png).is_file(), png
+    from PIL import Image
+
+    with Image.open(plots / "filters.png") as img:  # 6 tiles of LeNet5's C1 in one row: wider than tall
+        assert img.width > img.height
+
+
+@pytest.mark.slow
 def test_resnet_run_checkpoints_running_statistics_and_draws_the_figures(nnrun_cli, tmp_path) -> None:
     """A tiny ResNet-8 on MNIST digits: batch_stats in the checkpoint, eval reproduces the
     run's test result from it, and plots/ holds the four classifier figures."""
