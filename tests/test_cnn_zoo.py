@@ -147,14 +147,15 @@ def test_batchnorm_evaluates_with_running_averages() -> None:
 
     model = build(ResNetConfig(depth=8), DataInfo((16, 16, 3), 10))
     x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3)) * 3 + 1
-    variables = model.init(jax.random.key(1), x)
-    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    variables = jax.jit(model.init)(jax.random.key(1), x)  # jitted: eager init compiles op by op
+    train = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+    _, updated = train(variables, x)
     before = jax.tree.leaves(variables["batch_stats"])
     after = jax.tree.leaves(updated["batch_stats"])
     assert any(not jnp.allclose(a, b) for a, b in zip(before, after))  # training moves the running averages
     # evaluation: each example's output does not depend on the rest of its batch
-    alone = model.apply(variables, x[:1])
-    np.testing.assert_allclose(model.apply(variables, x)[:1], alone, rtol=1e-5, atol=1e-5)
+    evaluate = jax.jit(model.apply)
+    np.testing.assert_allclose(evaluate(variables, x)[:1], evaluate(variables, x[:1]), rtol=1e-5, atol=1e-5)
 
 
 def test_classifier_figures_after_training(trained_run) -> None:
