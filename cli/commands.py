@@ -235,7 +235,7 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
 
     conf = hb.check_experiment(conf)
     exp = validate(hb.task_config(hb.compose(conf, overrides)[0]))
-    columns, rows, totals = model_table(exp)
+    columns, rows, totals, notes = model_table(exp)
     title = f"{conf}: model '{exp.model.name}' on '{exp.data.name}'"
     keep = list(range(len(columns)))
 
@@ -243,7 +243,7 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
         table = Table(title=title)
         for i in keep:
             c = columns[i]
-            table.add_column(c, justify="right" if c in ("Params", "FLOPs") else "left", no_wrap=True)
+            table.add_column(c, justify="right" if c in ("Params", "MACs", "FLOPs") else "left", no_wrap=True)
         for row in rows:
             table.add_row(*(row[i] for i in keep))
         table.add_section()
@@ -262,6 +262,8 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
     if dropped:
         console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; a wider terminal shows them)",
                       markup=False, highlight=False, soft_wrap=True)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

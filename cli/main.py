@@ -188,6 +188,23 @@ def compose(
     raise typer.Exit(compose_cmd.compose(run_dir, prime, top, last))
 
 
+@app.command()
+def plots(
+    run_dir: Path = typer.Argument(..., help="A run directory, e.g. outputs/cnn_mnist/<date>_<time>-<id>"),
+    last: bool = typer.Option(False, "--last", help="Draw the last checkpoint instead of the best."),
+):
+    """Draw a run's pictures again into its plots/: learning curves and the model's figures
+    (classifiers of images: filters, feature maps, confusion matrix, misclassified images)."""
+    from cli import plots_cmd
+
+    raise typer.Exit(plots_cmd.plots(run_dir, "last" if last else "best"))
+
+
+from cli.demo_cmd import demo_app  # noqa: E402 - Typer only; the demos import jax when they run
+
+app.add_typer(demo_app, name="demo", help="Demonstrations of the building blocks: nnrun demo kernels [--image PATH | --index N]")
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),

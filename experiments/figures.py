@@ -18,23 +18,40 @@ from typing import Any, Callable
 
 import numpy as np
 
-FIGURES: dict[str, Callable[..., list[Path]]] = {}
+FIGURES: dict[str, dict[str, Callable[..., list[Path]]]] = {}  # objective -> {function name: function}
 
 
 def figure(objective: str):
+    """Register `fn(steps, state, data, out_dir) -> [paths]` for an objective (several may be)."""
     def decorator(fn):
-        FIGURES[objective] = fn
+        FIGURES.setdefault(objective, {})[fn.__name__] = fn
         return fn
 
     return decorator
 
 
+def discover() -> None:
+    """Import every `experiments/*_figures.py` module (e.g. cnn_figures.py): no central list."""
+    import importlib
+    import pkgutil
+
+    import experiments
+
+    for info in pkgutil.iter_modules(experiments.__path__):
+        if info.name.endswith("_figures"):
+            importlib.import_module(f"experiments.{info.name}")
+
+
 def draw_figures(exp: Any, steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
     """The objective's figures for `state` (the trainer's inner state); [] if it has none."""
-    fn = FIGURES.get(exp.objective.name) if exp.objective is not None else None
-    paths = fn(steps, state, data, Path(out_dir)) if fn else []
-    own = getattr(steps, "figures", None)  # a trainer's own pictures and reports (RBM: filters, AIS)
-    return paths + (own(exp, state, data, Path(out_dir)) if own else [])
+    paths: list[Path] = []
+    if exp.objective is not None:
+        discover()
+        paths = [p for fn in FIGURES.get(exp.objective.name, {}).values() for p in fn(steps, state, data, Path(out_dir))]
+    trainer_figures = getattr(steps, "figures", None)  # a trainer's own pictures and reports (RBM: filters, AIS)
+    if callable(trainer_figures):
+        paths += trainer_figures(exp, state, data, Path(out_dir))
+    return paths
 
 
 def _outputs(steps: Any, state: Any, batch: dict) -> np.ndarray:

@@ -91,3 +91,165 @@ class DenseAct(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return ACTIVATIONS[self.activation](nn.Dense(self.features, name="dense")(x))
+
+
+POOLS = ("max", "avg", "min")
+
+
+def pool(x: jnp.ndarray, kind: str, window: int | tuple[int, int], stride: int | None = None,
+         padding: str | int = "VALID") -> jnp.ndarray:
+    """Max, average or min pooling of (N, H, W, C) images over `window` with `stride`
+    (default: the window, i.e. non-overlapping); padding VALID, SAME or a number of pixels
+    on each side (padded pixels never win a max/min nor count in an average). Min pooling is
+    -max(-x): it keeps the darkest value of each window, as max keeps the brightest."""
+    padding = conv_padding(padding) if isinstance(padding, int) else padding.upper()
+    window = (window, window) if isinstance(window, int) else tuple(window)
+    stride = window if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+    if kind == "max":
+        return nn.max_pool(x, window, stride, padding)
+    if kind == "min":
+        return -nn.max_pool(-x, window, stride, padding)
+    if kind == "avg":
+        # SAME-padded windows at the border average only the pixels that exist
+        return nn.avg_pool(x, window, stride, padding, count_include_pad=False)
+    raise ValueError(f"unknown pooling '{kind}'; use one of {', '.join(POOLS)}")
+
+
+class Pool(nn.Module):
+    """A pooling layer (max, avg or min), any square window and stride, VALID or SAME."""
+
+    kind: str = "max"
+    window: int = 2
+    stride: int | None = None
+    padding: str | int = "VALID"
+
+    @property
+    def layer_type(self) -> str:
+        return f"{self.kind.capitalize()} pool"
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return (self.window, self.window)
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return pool(x, self.kind, self.window, self.stride or self.window, self.padding)
+
+
+INITS = {
+    "lecun": nn.initializers.lecun_normal(),
+    # He et al. 2015, fan-out, as torchvision initialises its ResNets
+    "he": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    "glorot": nn.initializers.glorot_uniform(),
+}
+
+
+def conv_padding(padding: str | int) -> str | tuple:
+    """'same' / 'valid' (any case) or an int: that many zeros on each side."""
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    return padding.upper()
+
+
+class Conv(nn.Module):
+    """A 2-D convolution over NHWC images (any stride, padding, groups), then an activation."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: str | int = "same"
+    activation: str = "none"
+    groups: int = 1  # AlexNet's two-GPU halves: each output map sees 1/groups of the input maps
+    use_bias: bool = True
+    init: str = "lecun"
+    layer_type = "Conv"
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return (self.kernel_size, self.kernel_size)
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        y = nn.Conv(self.features, self.kernel, (self.stride, self.stride), conv_padding(self.padding),
+                    feature_group_count=self.groups, use_bias=self.use_bias, kernel_init=INITS[self.init],
+                    name="conv")(x)
+        return ACTIVATIONS[self.activation](y)
+
+
+class Dense(nn.Module):
+    """A fully connected layer over the last axis, then an activation."""
+
+    features: int
+    activation: str = "none"
+    init: str = "lecun"
+    layer_type = "Dense"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return ACTIVATIONS[self.activation](nn.Dense(self.features, kernel_init=INITS[self.init], name="dense")(x))
+
+
+class Activation(nn.Module):
+    activation: str = "relu"
+    layer_type = "Activation"
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return ACTIVATIONS[self.activation](x)
+
+
+class Flatten(nn.Module):
+    layer_type = "Flatten"
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return x.reshape(x.shape[0], -1)
+
+
+class GlobalPool(nn.Module):
+    """Average (or max) over all positions: (N, H, W, C) -> (N, C)."""
+
+    kind: str = "avg"
+    layer_type = "Global pool"
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return x.max(axis=(1, 2)) if self.kind == "max" else x.mean(axis=(1, 2))
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation: batch statistics in training, running averages (kept in the
+    `batch_stats` collection, checkpointed with the state) in evaluation."""
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    activation: str = "none"
+    layer_type = "BatchNorm"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        y = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon, name="bn")(x)
+        return ACTIVATIONS[self.activation](y)
+
+
+class Dropout(nn.Module):
+    rate: float = 0.5
+    layer_type = "Dropout"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        return nn.Dropout(self.rate, deterministic=not train)(x) if self.rate > 0 else x
+
+
+class LocalResponseNorm(nn.Module):
+    """AlexNet's local response normalisation across channels (Krizhevsky et al. 2012, §3.3):
+    b = a / (k + alpha * sum of a^2 over the n neighbouring maps)^beta. No parameters."""
+
+    size: int = 5
+    k: float = 2.0
+    alpha: float = 1e-4
+    beta: float = 0.75
+    layer_type = "LRN"
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        half = self.size // 2
+        sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+        window = sum(sq[..., i:i + x.shape[-1]] for i in range(self.size))
+        return x / (self.k + self.alpha * window) ** self.beta
