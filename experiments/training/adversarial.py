@@ -36,6 +36,7 @@ from flax import struct
 from experiments.config import Experiment
 from experiments.data import Dataset
 from experiments.errors import UserError
+from experiments.figures import figure
 from experiments.models import build_model, data_info
 from experiments.objectives import build_objective
 from experiments.optim import make_schedule, make_transform, traced_fields, STRUCTURAL_FIELDS
@@ -243,6 +244,12 @@ def save_grid(images: np.ndarray, path: Path, scale: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+@figure("adversarial")
+def final_samples(steps: AdversarialSteps, state: GANState, data: Any, out_dir: Path) -> list[Path]:
+    """plots/samples.png: the fixed latent batch's samples from the parameters `test` scores."""
+    return [save_grid(np.asarray(PixelMap.to_unit(jax.jit(steps.outputs)(state, None))), Path(out_dir) / "samples.png")]
 
 
 # ----------------------------------------------------------------------------- building
