@@ -155,6 +155,19 @@ def list_():
     raise typer.Exit(commands.list_all(STATE["plugins"]))
 
 
+@app.command()
+def latents(
+    run_dir: Path = typer.Argument(..., help="An autoencoder run directory, e.g. outputs/autoencoder_mnist/<run>"),
+    split: str = typer.Option("test", "--split", help="Split to encode: test, val or train."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The .npy file to write (default: <run>/latents-<split>.npy)."),
+    last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
+):
+    """Export an autoencoder run's latent codes for a split to a .npy file (labels beside it)."""
+    from cli import latents_cmd
+
+    raise typer.Exit(latents_cmd.latents(run_dir, split, out, "last" if last else "best"))
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),

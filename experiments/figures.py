@@ -4,7 +4,8 @@ one function per objective, given the model's steps, its trained state and the d
 - regression on a windowed series: plots/forecast.png, the test blocks with the one-step
   forecasts of the model and of persistence.
 - reconstruction of images: plots/reconstructions.png, test images above their
-  reconstructions.
+  reconstructions; for autoencoders also the latent space, interpolations, prior samples
+  and the denoising check (generative_figures.py).
 
 Adding one = a function registered with `@figure("<objective>")`. Learning curves are
 plots.py's (they need only metrics.jsonl).
@@ -30,7 +31,9 @@ def figure(objective: str):
 def draw_figures(exp: Any, steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
     """The objective's figures for `state` (the trainer's inner state); [] if it has none."""
     fn = FIGURES.get(exp.objective.name) if exp.objective is not None else None
-    return fn(steps, state, data, Path(out_dir)) if fn else []
+    paths = fn(steps, state, data, Path(out_dir)) if fn else []
+    own = getattr(steps.model, "figures", None)  # a model's own pictures (an RBF network's centres)
+    return [*paths, *(own(state, data, Path(out_dir)) if callable(own) else [])]
 
 
 def _outputs(steps: Any, state: Any, batch: dict) -> np.ndarray:
@@ -86,7 +89,9 @@ def reconstructions(steps: Any, state: Any, data: Any, out_dir: Path, count: int
     x = batch["x"]
     if x.ndim < 3:  # not images
         return []
-    recon = steps.objective.recon(_outputs(steps, state, batch)).reshape(x.shape)
+    import jax
+
+    recon = np.asarray(jax.jit(lambda s, b: steps.objective.recon(steps.outputs(s, b)))(state, batch)).reshape(x.shape)
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(x), figsize=(1.2 * len(x), 2.8), squeeze=False)
     for i in range(len(x)):
@@ -97,7 +102,9 @@ def reconstructions(steps: Any, state: Any, data: Any, out_dir: Path, count: int
     axes[0][0].set_ylabel("input")
     axes[1][0].set_ylabel("output")
     fig.tight_layout()
-    return [_save(fig, plt, out_dir / "reconstructions.png")]
+    from experiments.generative_figures import draw_autoencoder_figures
+
+    return [_save(fig, plt, out_dir / "reconstructions.png"), *draw_autoencoder_figures(steps, state, data, out_dir)]
 
 
 def _save(fig, plt, path: Path) -> Path:

@@ -164,3 +164,104 @@ def test_a_classifier_of_another_kind_or_shape_is_refused(trained_run: dict, tmp
         Judge.load(tmp_path, (28, 28, 1))
     with pytest.raises(UserError, match="no layer 'F9'"):
         Judge.load(trained_run["dir"], (28, 28, 1), layer="F9")
+
+
+# ----------------------------------------------------------------------------- autoencoders
+
+
+def _ae(**fields):
+    from experiments.models import DataInfo, build_model
+    from experiments.models.autoencoder import AutoencoderConfig
+
+    return build_model(AutoencoderConfig(**fields), DataInfo((28, 28, 1), 10))
+
+
+def test_half_noise_corrupts_one_half_of_each_image_only() -> None:
+    import jax
+
+    from experiments.models.autoencoder import corrupt
+
+    x = np.zeros((64, 28, 28, 1), np.float32)
+    noisy = np.asarray(corrupt(x, jax.random.key(0), "half", 1.0))
+    for img in noisy[..., 0]:
+        halves = [img[:14], img[14:], img[:, :14], img[:, 14:]]
+        touched = [bool(np.any(h != 0)) for h in halves]
+        clean = [bool(np.all(h == 0)) for h in halves]
+        assert sum(clean) == 1 and sum(touched) == 3  # one half noisy; the opposite half untouched
+    assert 0.45 < np.mean(noisy != 0) < 0.55
+
+
+def test_conv_and_variational_autoencoders_report_reconstruction_and_kl() -> None:
+    import jax
+
+    from experiments.objectives.reconstruction import Reconstruction
+
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    conv = _ae(kind="conv", channels=[4, 8], code=3)
+    variables = conv.init(jax.random.key(0), x)
+    assert conv.apply(variables, x).shape == (4, 784)
+    assert conv.apply(variables, x, method="encode").shape == (4, 3)
+
+    vae = _ae(hidden=[16], code=2, variational=True)
+    variables = vae.init(jax.random.key(0), x)
+    rngs = {"latent": jax.random.key(1)}
+    out = vae.apply(variables, x, train=True, rngs=rngs)
+    assert out.shape == (4, 784) and out.kl.shape == (4,) and bool(np.all(np.asarray(out.kl) >= 0))
+    batch = {"x": x}
+    light, heavy = Reconstruction("bce", kl_weight=0.0), Reconstruction("bce", kl_weight=10.0)
+    s_light, s_heavy = light.finalize(light.sums(out, batch)), heavy.finalize(heavy.sums(out, batch))
+    assert {"mse", "kl", "loss"} <= set(s_light)
+    assert s_heavy["loss"] == pytest.approx(s_light["loss"] + 10.0 * s_light["kl"], rel=1e-5)
+    # evaluation decodes the mean: deterministic
+    np.testing.assert_array_equal(np.asarray(vae.apply(variables, x).recon), np.asarray(vae.apply(variables, x).recon))
+
+
+AE_TINY = ["data.train_subset=1200", "data.val_size=200", "data.test_subset=300", "trainer.epochs=1",
+           "trainer.batch_size=100", "trainer.log_every=5", "trainer.progress=false", "model.hidden=[32]"]
+
+
+def test_2d_autoencoder_draws_its_latent_space_and_exports_codes(nnrun_main, trained_run: dict,
+                                                                   tmp_path: Path) -> None:
+    run = tmp_path / "ae"
+    out = nnrun_main("train", "conf=autoencoder_2d", *AE_TINY, f"hydra.run.dir={run}")
+    assert out.code == 0, out.err
+    assert {"latent_space.png", "interpolation.png", "reconstructions.png"} <= {p.name for p in (run / "plots").iterdir()}
+    target = tmp_path / "codes.npy"
+    out = nnrun_main("latents", str(run), "--split", "test", "--out", str(target))
+    assert out.code == 0, out.err
+    codes, labels = np.load(target), np.load(tmp_path / "codes.labels.npy")
+    assert codes.shape == (300, 2) and codes.dtype == np.float32 and labels.shape == (300,)
+    assert np.all(np.isfinite(codes)) and codes.std(0).min() > 0
+
+    assert_one_line_error(nnrun_main("latents", str(trained_run["dir"]), "--out", str(tmp_path / "x.npy")),
+                          "has no latent code")
+    assert_one_line_error(nnrun_main("latents", str(run), "--out", str(tmp_path / "codes.txt")), "must end in .npy")
+    assert_one_line_error(nnrun_main("latents", str(run), "--split", "nope"), "unknown split 'nope'")
+    assert not (tmp_path / "x.npy").exists()
+
+
+# ----------------------------------------------------------------------------- RBF network
+
+
+def test_rbf_centres_start_at_the_clusters_and_can_stay_fixed() -> None:
+    import jax
+
+    from experiments.data import Split
+    from experiments.models import DataInfo, build_model
+    from experiments.models.rbf import RBFConfig
+
+    rng = np.random.default_rng(0)
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = np.concatenate([m + 0.1 * rng.normal(size=(100, 2)) for m in means]).astype(np.float32)
+    model = build_model(RBFConfig(centres=3, kmeans_iters=10), DataInfo((2,), 3))
+    init = model.init_from_data(Split(x, np.zeros(len(x), np.int32)))
+    found = np.asarray(init["centres"])
+    assert sorted(np.round(found).tolist()) == sorted(means.tolist())
+    # each width: the RMS distance to the other two centres (10 and 10, or 10 and 14.1)
+    widths = sorted(np.exp(np.asarray(init["log_width"])).tolist())
+    assert widths == pytest.approx([10.0, np.sqrt(150.0), np.sqrt(150.0)], rel=0.05)
+
+    fixed = build_model(RBFConfig(centres=3, fixed_centres=True), DataInfo((2,), 3))
+    params = {**fixed.init(jax.random.key(0), x[:2])["params"], **init}
+    grads = jax.grad(lambda p: fixed.apply({"params": p}, x[:8]).sum())(params)
+    assert not np.any(np.asarray(grads["centres"])) and np.any(np.asarray(grads["log_width"]))
