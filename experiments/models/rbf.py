@@ -2,7 +2,7 @@
 
   phi_j(x) = exp(-|x - c_j|^2 / (2 s_j^2)),   y = W phi(x) + b
 
-Centres start at k-means cluster centres of the training inputs (`init_from_data`, which
+Centres start at k-means cluster centres (k-means++ seeding, then Lloyd iterations) of the training inputs (`init_from_data`, which
 the gradient trainer calls with the training split), each width at the RMS distance from
 its centre to its `width_neighbours` nearest other centres (the centres' spread); then
 everything is trained end to end on the objective, or, with `fixed_centres: true`, only the
@@ -39,9 +39,24 @@ class RBFConfig(ModelConfig):
             raise UserError(f"bad value for 'model.width_scale': {self.width_scale}; it must be > 0")
 
 
+def kmeans_plus_plus(x: jnp.ndarray, k: int, key: jax.Array) -> jnp.ndarray:
+    """k-means++ seeding (Arthur and Vassilvitskii 2007): each next centre is an input drawn
+    with probability proportional to its squared distance to the nearest centre so far."""
+    first = x[jax.random.randint(key, (), 0, len(x))]
+    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
+    d2 = jnp.sum((x - first) ** 2, 1)
+
+    def pick(i, carry):
+        centres, d2 = carry
+        c = x[jax.random.categorical(jax.random.fold_in(key, i), jnp.log(d2 + 1e-12))]
+        return centres.at[i].set(c), jnp.minimum(d2, jnp.sum((x - c) ** 2, 1))
+
+    return jax.lax.fori_loop(1, k, pick, (centres, d2))[0]
+
+
 def kmeans(x: jnp.ndarray, k: int, iters: int, key: jax.Array) -> jnp.ndarray:
-    """Lloyd's k-means from k distinct random inputs; an empty cluster keeps its centre."""
-    centres = x[jax.random.choice(key, len(x), (k,), replace=False)]
+    """Lloyd's k-means from a k-means++ seeding; an empty cluster keeps its centre."""
+    centres = kmeans_plus_plus(x, k, key)
 
     def step(c, _):
         d = jnp.sum(x ** 2, 1, keepdims=True) - 2 * x @ c.T + jnp.sum(c ** 2, 1)
