@@ -259,7 +259,7 @@ def test_rbf_centres_start_at_the_clusters_and_can_stay_fixed() -> None:
     means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     x = np.concatenate([m + 0.1 * rng.normal(size=(100, 2)) for m in means]).astype(np.float32)
     model = build_model(RBFConfig(centres=3, kmeans_iters=10), DataInfo((2,), 3))
-    init = model.init_from_data(Split(x, np.zeros(len(x), np.int32)))
+    init = model.init_from_data(Split(x, np.zeros(len(x), np.int32)))["RBF"]
     found = np.asarray(init["centres"])
     assert sorted(np.round(found).tolist()) == sorted(means.tolist())
     # each width: the RMS distance to the other two centres (10 and 10, or 10 and 14.1)
@@ -267,6 +267,28 @@ def test_rbf_centres_start_at_the_clusters_and_can_stay_fixed() -> None:
     assert widths == pytest.approx([10.0, np.sqrt(150.0), np.sqrt(150.0)], rel=0.05)
 
     fixed = build_model(RBFConfig(centres=3, fixed_centres=True), DataInfo((2,), 3))
-    params = {**fixed.init(jax.random.key(0), x[:2])["params"], **init}
+    params = {**fixed.init(jax.random.key(0), x[:2])["params"], "RBF": init}
     grads = jax.jit(jax.grad(lambda p: fixed.apply({"params": p}, x[:8]).sum()))(params)
-    assert not np.any(np.asarray(grads["centres"])) and np.any(np.asarray(grads["log_width"]))
+    assert not np.any(np.asarray(grads["RBF"]["centres"])) and np.any(np.asarray(grads["RBF"]["log_width"]))
+
+
+# ----------------------------------------------------------------------------- vectorised GAN sweeps
+
+
+@pytest.mark.slow  # a vmapped GAN program: ~1 min of compiling on 2 cores
+def test_gan_trials_differing_in_seed_and_learning_rates_train_as_one_vmapped_group(tmp_path: Path) -> None:
+    from experiments.sweep.spec import Trial
+    from experiments.sweep.vectorized import plan_vectorized, run_vectorized_group
+
+    small = [o for o in TINY_GAN if not o.startswith("trainer.fid")] + ["trainer.epochs=1"]
+    trials = [Trial("000", [*small, "optim_d.lr=0.0002"], {}), Trial("001", [*small, "optim_d.lr=0.001", "seed=1"], {}),
+              Trial("002", [*small, "optim.lr=0.001"], {})]
+    groups, fallback, reason = plan_vectorized("gan_mnist", trials, force=False)
+    assert [[t.id for t in g] for g in groups] == [["000", "001", "002"]] and not fallback and reason == ""
+    run_vectorized_group("gan_mnist", groups[0], tmp_path)
+    finals = []
+    for t in trials:
+        summary = read_json(tmp_path / t.id / "summary.json")
+        assert summary["status"] == "completed" and summary["vectorized"] is True
+        finals.append(summary["final"]["val"]["d_loss"])
+    assert len(set(finals)) == 3  # each lane trained with its own values

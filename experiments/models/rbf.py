@@ -75,6 +75,23 @@ def spread_widths(centres: jnp.ndarray, neighbours: int) -> jnp.ndarray:
     return jnp.sqrt(jnp.mean(nearest, 1) + 1e-12)
 
 
+class GaussianUnits(nn.Module):
+    """phi_j(x) = exp(-|x - c_j|^2 / (2 s_j^2)) for flat inputs x; widths as log s_j."""
+
+    units: int
+    fixed_centres: bool = False
+    layer_type = "Gaussian"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        c = self.param("centres", nn.initializers.normal(1.0), (self.units, x.shape[1]))
+        log_width = self.param("log_width", nn.initializers.zeros, (self.units,))
+        if self.fixed_centres:
+            c = jax.lax.stop_gradient(c)
+        d = jnp.sum(x ** 2, 1, keepdims=True) - 2 * x @ c.T + jnp.sum(c ** 2, 1)
+        return jnp.exp(-jnp.maximum(d, 0) / (2 * jnp.exp(2 * log_width)))
+
+
 class RBFNetwork(nn.Module):
     centres: int
     outputs: int
@@ -86,13 +103,7 @@ class RBFNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = x.reshape(x.shape[0], -1)
-        c = self.param("centres", nn.initializers.normal(1.0), (self.centres, x.shape[1]))
-        log_width = self.param("log_width", nn.initializers.zeros, (self.centres,))
-        if self.fixed_centres:
-            c = jax.lax.stop_gradient(c)
-        d = jnp.sum(x ** 2, 1, keepdims=True) - 2 * x @ c.T + jnp.sum(c ** 2, 1)
-        phi = jnp.exp(-jnp.maximum(d, 0) / (2 * jnp.exp(2 * log_width)))
+        phi = GaussianUnits(self.centres, self.fixed_centres, name="RBF")(x.reshape(x.shape[0], -1))
         return nn.Dense(self.outputs, name="Readout")(phi)
 
     def init_from_data(self, train) -> dict:
@@ -106,7 +117,7 @@ class RBFNetwork(nn.Module):
         centres = jax.jit(kmeans, static_argnums=(1, 2))(jnp.asarray(x[take]), self.centres, self.kmeans_iters,
                                                          jax.random.fold_in(key, 1))
         widths = self.width_scale * spread_widths(centres, self.width_neighbours)
-        return {"centres": centres, "log_width": jnp.log(widths)}
+        return {"RBF": {"centres": centres, "log_width": jnp.log(widths)}}
 
     def figures(self, state, data, out_dir) -> list:
         """plots/centres.png: the trained centres as images (the first 100), in data units."""
@@ -115,7 +126,7 @@ class RBFNetwork(nn.Module):
         shape = tuple(data.train.x.shape[1:])
         if len(shape) != 3:
             return []
-        c = np.asarray(state.params["centres"])[:100].reshape((-1, *shape))
+        c = np.asarray(state.params["RBF"]["centres"])[:100].reshape((-1, *shape))
         lo, hi = np.percentile(c, 1), np.percentile(c, 99)
         return [save_grid(np.clip((c - lo) / (hi - lo + 1e-12), 0, 1), out_dir / "centres.png")]
 
