@@ -12,6 +12,7 @@ from experiments.config import Experiment, experiment_names, validate
 from experiments.optim import OptimConfig, ScheduleConfig
 from experiments.errors import UserError
 from experiments.models import MODELS
+from experiments.training import TRAINERS
 
 EXPERIMENTS = experiment_names()
 REQUIRED_SUPERVISED_KEYS = ("seed", "trainer.epochs", "trainer.batch_size", "optim.name", "optim.lr", "data.name")
@@ -38,8 +39,10 @@ def test_every_experiment_validates(conf: str) -> None:
     assert exp.model.name == cfg.model.name and exp.data.name == cfg.data.name
     assert MODELS.get(exp.model.name).trainer == exp.trainer.name
     assert exp.resume is None and isinstance(exp.seed, int)
-    if exp.trainer.name == "gradient":
+    entry = TRAINERS.get(exp.trainer.name)
+    if entry.uses_optimizer:  # gradient, adversarial (whose second group is optims["optim_d"])
         assert isinstance(exp.optim, OptimConfig) and isinstance(exp.schedule, ScheduleConfig)
+        assert all(isinstance(exp.optims[g], OptimConfig) for g in entry.optim_groups)
         assert exp.objective is not None
     else:
         assert exp.optim is None and exp.schedule is None and exp.objective is None
