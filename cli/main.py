@@ -205,6 +205,19 @@ from cli.demo_cmd import demo_app  # noqa: E402 - Typer only; the demos import j
 app.add_typer(demo_app, name="demo", help="Demonstrations of the building blocks: nnrun demo kernels [--image PATH | --index N]")
 
 
+@app.command()
+def latents(
+    run_dir: Path = typer.Argument(..., help="An autoencoder run directory, e.g. outputs/autoencoder_mnist/<run>"),
+    split: str = typer.Option("test", "--split", help="Split to encode: test, val or train."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The .npy file to write (default: <run>/latents-<split>.npy)."),
+    last: bool = typer.Option(False, "--last", help="Use the last checkpoint instead of the best."),
+):
+    """Export an autoencoder run's latent codes for a split to a .npy file (labels beside it)."""
+    from cli import latents_cmd
+
+    raise typer.Exit(latents_cmd.latents(run_dir, split, out, "last" if last else "best"))
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),

@@ -6,7 +6,8 @@ one function per objective, given the model's steps, its trained state and the d
   (data/timeseries.py), the tail in the series' units with the model's, persistence's and
   seasonal naive's forecasts and their RMSE.
 - reconstruction of images: plots/reconstructions.png, test images above their
-  reconstructions.
+  reconstructions; for autoencoders also the latent space, interpolations, prior samples
+  and the denoising check (generative_figures.py).
 
 Adding one = a function registered with `@figure("<objective>")`. Learning curves are
 plots.py's (they need only metrics.jsonl).
@@ -48,6 +49,9 @@ def draw_figures(exp: Any, steps: Any, state: Any, data: Any, out_dir: Path) -> 
     if exp.objective is not None:
         discover()
         paths = [p for fn in FIGURES.get(exp.objective.name, {}).values() for p in fn(steps, state, data, Path(out_dir))]
+    model_figures = getattr(getattr(steps, "model", None), "figures", None)  # a model's own (an RBF network's centres)
+    if callable(model_figures):
+        paths += model_figures(state, data, Path(out_dir))
     trainer_figures = getattr(steps, "figures", None)  # a trainer's own pictures and reports (RBM: filters, AIS)
     if callable(trainer_figures):
         paths += trainer_figures(exp, state, data, Path(out_dir))
@@ -148,7 +152,9 @@ def reconstructions(steps: Any, state: Any, data: Any, out_dir: Path, count: int
     x = batch["x"]
     if x.ndim < 3:  # not images
         return []
-    recon = steps.objective.recon(_outputs(steps, state, batch)).reshape(x.shape)
+    import jax
+
+    recon = np.asarray(jax.jit(lambda s, b: steps.objective.recon(steps.outputs(s, b)))(state, batch)).reshape(x.shape)
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(x), figsize=(1.2 * len(x), 2.8), squeeze=False)
     for i in range(len(x)):
@@ -159,7 +165,9 @@ def reconstructions(steps: Any, state: Any, data: Any, out_dir: Path, count: int
     axes[0][0].set_ylabel("input")
     axes[1][0].set_ylabel("output")
     fig.tight_layout()
-    return [_save(fig, plt, out_dir / "reconstructions.png")]
+    from experiments.generative_figures import draw_autoencoder_figures
+
+    return [_save(fig, plt, out_dir / "reconstructions.png"), *draw_autoencoder_figures(steps, state, data, out_dir)]
 
 
 def _save(fig, plt, path: Path) -> Path:

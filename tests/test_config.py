@@ -12,6 +12,7 @@ from experiments.config import Experiment, experiment_names, validate
 from experiments.optim import OptimConfig, ScheduleConfig
 from experiments.errors import UserError
 from experiments.models import MODELS
+from experiments.training import TRAINERS
 
 EXPERIMENTS = experiment_names()
 REQUIRED_SUPERVISED_KEYS = ("seed", "trainer.epochs", "trainer.batch_size", "optim.name", "optim.lr", "data.name")
@@ -41,11 +42,13 @@ def test_every_experiment_validates(conf: str) -> None:
     from experiments.training import TRAINERS
 
     entry = TRAINERS.get(exp.trainer.name)
-    if entry.steps is not None:  # step-based trainers (gradient, contrastive divergence, ...) use optim groups
+    if entry.uses_optimizer:  # gradient, adversarial (optims["optim_d"]), contrastive divergence
         assert isinstance(exp.optim, OptimConfig) and isinstance(exp.schedule, ScheduleConfig)
-        assert exp.objective is not None
+        assert all(isinstance(exp.optims[g], OptimConfig) for g in entry.optim_groups)
     else:
-        assert exp.optim is None and exp.schedule is None and exp.objective is None
+        assert exp.optim is None and exp.schedule is None
+    # the driver's trainers report through an objective; own procedures (hebbian) have none
+    assert (exp.objective is not None) == (entry.steps is not None)
 
 
 def test_gradient_experiments_have_the_common_keys() -> None:

@@ -558,12 +558,17 @@ def _end_epoch(lane: Lane, state: LoopState, sums: dict, epoch_done: float, step
     Returns the validation metrics (None without a validation split)."""
     train_metrics = lane.steps.objective.finalize(sums)
     val = evaluator(state.inner, data.val) if data.val is not None else None
-    record = {"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch", **(val or train_metrics),
+    # a trainer's own epoch-end measures (a GAN's sample grid and Frechet distance) join the record
+    end_epoch = getattr(lane.steps, "end_epoch", None)
+    extra = end_epoch(state.inner, epoch_done, lane.run) if end_epoch is not None else {}
+    val = {**val, **extra} if val else val
+    record = {"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
+              **(val or {**train_metrics, **extra}),
               **{f"train_{k}": v for k, v in train_metrics.items()}, "time": time.time()}
     if is_partial:  # a max_steps cap: not an epoch an uninterrupted, uncapped run would validate
         record["partial"] = True
     lane.log(record)
-    lane.history.end_epoch(epoch_done, step, val or train_metrics)
+    lane.history.end_epoch(epoch_done, step, val or {**train_metrics, **extra})
     # best before last: a kill between the two then resumes from the older `last` and
     # replays this epoch (re-saving nothing), instead of leaving `best` an epoch behind
     if lane.history.best_step == step:

@@ -74,11 +74,16 @@ class GradientSteps:
     tx: optax.GradientTransformation
     objective: Any
     schedule: Optional[optax.Schedule] = None
+    # parameters computed from training inputs (RBF centres by k-means): () -> {name: array}
+    data_init: Optional[Any] = None
     grad_norms: bool = False
 
     def init(self, key: jax.Array, batch: dict) -> GradientState:
         variables = dict(self.model.init(key, jnp.asarray(batch["x"]), train=False, **model_inputs(self.model, batch)))
         params = variables.pop("params")
+        if self.data_init is not None:
+            with jax.ensure_compile_time_eval():  # computed once, on concrete data, even inside a trace
+                params = {**params, **self.data_init()}
         return GradientState(params=params, model_state=variables, opt_state=self.tx.init(params))
 
     def _apply(self, params, model_state, batch: dict, train: bool, rngs: Optional[Streams] = None):
@@ -88,7 +93,10 @@ class GradientSteps:
         x, more = batch["x"], model_inputs(self.model, batch)
         if not train:
             return self.model.apply(variables, x, train=False, **more), model_state
-        kwargs = {"rngs": {"dropout": rngs["dropout"]}} if rngs is not None else {}
+        # named streams a model may draw from in training: dropout; input noise (denoising
+        # autoencoders); latent samples (variational ones)
+        streams = ("dropout", "noise", "latent")
+        kwargs = {"rngs": {name: rngs[name] for name in streams}} if rngs is not None else {}
         if model_state:
             return self.model.apply(variables, x, train=True, mutable=list(model_state), **more, **kwargs)
         return self.model.apply(variables, x, train=True, **more, **kwargs), model_state
@@ -129,11 +137,28 @@ def build_steps(exp: Experiment, data: Dataset, hp: Optional[dict] = None) -> Gr
         from experiments.training.driver import steps_per_epoch
 
         schedule = make_schedule(exp.schedule, exp.optim.lr, steps_per_epoch(exp, data), exp.trainer.epochs)
-        return GradientSteps(build_model(exp.model, info), make_transform(exp.optim, schedule), objective, schedule,
-                             grad_norms)
+        model = build_model(exp.model, info)
+        return GradientSteps(model, make_transform(exp.optim, schedule), objective, schedule,
+                             data_init=_data_init(model, data), grad_norms=grad_norms)
     model_cfg = dataclasses.replace(exp.model, **hp["model"]) if hp["model"] else exp.model
     tx = make_transform(exp.optim, lambda count: hp["lr"][count], hp["optim"])
-    return GradientSteps(build_model(model_cfg, info), tx, objective, grad_norms=grad_norms)
+    model = build_model(model_cfg, info)
+    return GradientSteps(model, tx, objective, data_init=_data_init(model, data), grad_norms=grad_norms)
+
+
+def _data_init(model: Any, data: Dataset) -> Optional[Any]:
+    """A model with `init_from_data(train_split) -> {param: array}` initialises those
+    parameters from the training inputs; computed at most once per steps object."""
+    if not hasattr(model, "init_from_data"):
+        return None
+    memo: dict = {}
+
+    def init() -> dict:
+        if "params" not in memo:
+            memo["params"] = model.init_from_data(data.train)
+        return memo["params"]
+
+    return init
 
 
 def hyperparameters(exps: list[Experiment], steps: list[GradientSteps], total_steps: int) -> dict:
