@@ -246,7 +246,7 @@ def test_list_names_experiments_models_datasets_optimizers(nnrun_cli) -> None:
 
 
 CONFIG_ERRORS = {
-    "unknown_experiment": (["train", "conf=lenet6"], ["unknown experiment 'lenet6'", "hopfield_letters, lenet5, lstm_mnist"]),
+    "unknown_experiment": (["train", "conf=lenet6"], ["unknown experiment 'lenet6'", "lenet5, ", "lstm_mnist"]),
     "no_experiment": (["train"], ["no experiment given", "lenet5"]),
     "unknown_key": (["train", "conf=lenet5", "trainer.epochz=3"], ["'trainer.epochz'", "epochs"]),
     "unknown_top_level_key": (["train", "conf=lenet5", "epochs=3"], ["'epochs'"]),
