@@ -260,8 +260,9 @@ def show(conf: Optional[str], overrides: list[str]) -> int:
         table = build()
     console.print(table)
     if dropped:
+        # wrapped at words (no soft_wrap): with the MACs column the list may pass 80 columns
         console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; a wider terminal shows them)",
-                      markup=False, highlight=False, soft_wrap=True)
+                      markup=False, highlight=False)
     for note in notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -122,6 +122,14 @@ def _calls(model: nn.Module, variables: Any, x: Any) -> tuple[list[tuple[nn.Modu
     return list(first.values()), macs
 
 
+def _own_params(params: Any, path: tuple[str, ...]) -> dict:
+    for name in path:
+        if not hasattr(params, "get"):
+            return {}
+        params = params.get(name, {})
+    return params if hasattr(params, "get") else {}
+
+
 def _main_output(out: Any) -> Any:
     """A layer's output array; for layers returning (carry, outputs), the outputs."""
     return out if hasattr(out, "shape") else jax.tree.leaves(out)[-1]

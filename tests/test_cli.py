@@ -109,6 +109,7 @@ def test_train_print_config_shows_resolved_yaml_and_creates_nothing(nnrun_cli, o
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # two real trainings side by side: ~12 s
 def test_two_runs_started_together_get_different_directories(tmp_path: Path) -> None:
     """Two `nnrun train` processes started in the same second (default run dirs)."""
     outputs = tmp_path / "outputs"

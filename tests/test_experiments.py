@@ -20,7 +20,7 @@ PRIMARY = {"timeseries_seed": "rmse", "autoencoder_mnist": "mse"}
 FIGURE = {"timeseries_seed": "forecast.png", "autoencoder_mnist": "reconstructions.png"}
 
 
-@pytest.mark.parametrize("conf", sorted(SIZES))
+@pytest.mark.parametrize("conf", [pytest.param(c, marks=pytest.mark.slow) if c == "autoencoder_mnist" else c for c in sorted(SIZES)])
 def test_train_eval_and_resume(conf: str, nnrun_cli, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     assert nnrun_cli("train", f"conf={conf}", *SIZES[conf], f"hydra.run.dir={full}").code == 0
@@ -56,6 +56,7 @@ def _records(run_dir: Path) -> list[tuple]:
     return [(r["split"], r["step"], r["loss"]) for r in read_metrics(run_dir)]
 
 
+@pytest.mark.slow  # two sweeps per experiment: ~27 s each; the vectorised-sweep tests cover ranking too
 @pytest.mark.parametrize("conf", sorted(SIZES))
 def test_sweep_and_vectorized_sweep_rank_by_the_declared_metric(conf: str, nnrun_main, outputs: Path) -> None:
     metric = PRIMARY[conf]

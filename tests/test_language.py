@@ -115,10 +115,12 @@ def test_language_model_objective_reports_baselines_on_the_same_tokens():
 def test_bad_text_files_are_one_line_errors(nnrun_main, tmp_path):
     from experiments.data.text import read_text
 
-    for content, fragment in [(b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00", "looks binary")]:
+    for i, (content, fragment) in enumerate([(b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00", "looks binary")]):
         path = tmp_path / "corpus.txt"
         path.write_bytes(content)
-        out = nnrun_main("train", "conf=char_shakespeare", f"data.path={path}", "trainer.progress=false")
+        # one process, one run id: two runs in the same second need their own directories
+        out = nnrun_main("train", "conf=char_shakespeare", f"data.path={path}", "trainer.progress=false",
+                         f"hydra.run.dir={tmp_path / f'run{i}'}")
         assert_one_line_error(out, fragment, str(path))
     for content, fragment in [(b"  \n\n", "is empty"), (b"caf\xe9 au lait " * 100, "not UTF-8")]:
         path.write_bytes(content)

@@ -151,6 +151,7 @@ def test_basic_launcher_runs_each_trial_in_its_directory(outputs: Path, conf: st
     assert "does not exist" in read_json(sweep_dir / "001" / "summary.json")["error"]
 
 
+@pytest.mark.slow  # starts a local Ray cluster: ~25 s
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's warning on Popen; the child execs at once
 def test_ray_launcher_on_a_local_cluster(outputs: Path, conf: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:

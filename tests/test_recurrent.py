@@ -23,7 +23,7 @@ def _net(info: DataInfo, **cfg):
     return model
 
 
-@pytest.mark.parametrize("cell", ["simple", "lstm", "gru"])
+@pytest.mark.parametrize("cell", [pytest.param("simple", marks=pytest.mark.slow), "lstm", "gru"])
 def test_padding_never_changes_a_result(cell):
     """Stacked, bidirectional, both structures: a batch padded to more steps (mask 0 there)
     gives bit-identical outputs on the real steps and the same masked loss."""

@@ -178,6 +178,7 @@ def test_dates_have_several_forms_iso_targets_and_disjoint_held_out_dates() -> N
     assert (data.test.y[:, -1] == 2).all() and data.test.arrays["mask"].sum() == data.test.y.size  # the end token, all counted
 
 
+@pytest.mark.slow  # 125-beam search compiled: ~10 s
 def test_beam_search_with_every_prefix_kept_is_exact_and_one_beam_is_greedy() -> None:
     import itertools
 

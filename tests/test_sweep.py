@@ -253,6 +253,7 @@ def test_a_failing_trial_is_recorded_and_resume_reruns_only_it(nnrun_main, outpu
     assert (sweep_dir / "logs" / "001.log").read_text().count("$ ") == 2
 
 
+@pytest.mark.slow  # an Optuna study over real trials, then a resume: ~43 s
 def test_optuna_search_persists_its_study_and_resume_extends_the_budget(nnrun_main, outputs: Path) -> None:
     import optuna
 
