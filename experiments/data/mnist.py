@@ -25,6 +25,7 @@ import numpy as np
 from experiments.data import DataConfig, Dataset, Split, carve_validation, register_dataset
 from experiments.data.downloads import cache_dir, fetch_all, mirrors_from_env
 from experiments.data.idx import read_idx_gz_cached, verify
+from experiments.data.pixels import subset_size
 from experiments.errors import UserError
 
 PACKAGED_MNIST_DIR = Path(__file__).parent / "mnist"
@@ -161,8 +162,8 @@ def _raw_arrays(source: _Source, cfg: Any) -> dict[str, np.ndarray]:
 
 def _build(source: _Source, cfg: Any, raw: dict[str, np.ndarray], sequence: bool) -> Dataset:
     """Subset, normalise and split the raw arrays into a `Dataset`."""
-    n_train = _subset_size(cfg.train_subset, len(raw["train_x"]), "train_subset", source.title)
-    n_test = _subset_size(cfg.test_subset, len(raw["test_x"]), "test_subset", source.title)
+    n_train = subset_size(cfg.train_subset, len(raw["train_x"]), "train_subset", source.title)
+    n_test = subset_size(cfg.test_subset, len(raw["test_x"]), "test_subset", source.title)
     # Subset before converting to float, so that small runs do not pay for the full set.
     unit = getattr(cfg, "pixels", "standard") == "unit"
     train_x = _normalise(raw["train_x"][:n_train], source, sequence, unit)
@@ -191,15 +192,3 @@ def _normalise(images: np.ndarray, source: _Source, sequence: bool, unit: bool =
     x *= np.float32(1.0 / (255.0 * source.std))
     x -= np.float32(source.mean / source.std)
     return x if sequence else x[..., None]
-
-
-def _subset_size(requested: Optional[int], available: int, field: str, title: str) -> int:
-    """How many leading examples to keep; None keeps all of them."""
-    if requested is None:
-        return available
-    if not 0 < int(requested) <= available:
-        raise UserError(
-            f"data.{field}={requested} is out of range: {title} has {available} examples there; "
-            f"choose 1..{available}, or null for all of them"
-        )
-    return int(requested)

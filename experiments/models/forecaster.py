@@ -24,6 +24,17 @@ from experiments.models import DataInfo, ModelConfig, register_model
 CELLS = {"simple": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 
 
+def check_recurrent(cfg) -> None:
+    """The checks every recurrent model config shares: a known cell, at least one unit and layer."""
+    from experiments.errors import UserError
+
+    if cfg.cell not in CELLS:
+        raise UserError(f"bad value for 'model.cell': '{cfg.cell}'; allowed values: {', '.join(CELLS)}")
+    for key in ("hidden", "layers"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"bad value for 'model.{key}': {getattr(cfg, key)}; it must be >= 1")
+
+
 @dataclass
 class ForecasterConfig(ModelConfig):
     name: str = "forecaster"
@@ -38,11 +49,7 @@ class ForecasterConfig(ModelConfig):
     def __post_init__(self) -> None:
         from experiments.errors import UserError
 
-        if self.cell not in CELLS:
-            raise UserError(f"bad value for 'model.cell': '{self.cell}'; allowed values: {', '.join(CELLS)}")
-        for key in ("hidden", "layers"):
-            if getattr(self, key) < 1:
-                raise UserError(f"bad value for 'model.{key}': {getattr(self, key)}; it must be >= 1")
+        check_recurrent(self)
         if self.highway < 0:
             raise UserError(f"bad value for 'model.highway': {self.highway}; it must be >= 0 (0 = none)")
         if not 0.0 <= self.dropout < 1.0:

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from experiments.models import DataInfo, ModelConfig, register_model
+from experiments.models.forecaster import CELLS
 
-CELLS = {"simple": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 PAD, BOS, EOS = 0, 1, 2
 
 

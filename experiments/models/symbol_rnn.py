@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from experiments.models import DataInfo, ModelConfig, register_model
-from experiments.models.forecaster import CELLS, RecurrentLayer
+from experiments.models.forecaster import CELLS, RecurrentLayer, check_recurrent
 
 
 @dataclass
@@ -25,13 +25,7 @@ class SymbolRNNConfig(ModelConfig):
     forget_bias: float = 0.0  # lstm: added to the forget gate's input (1.0: remember by default); 0 = flax's cell
 
     def __post_init__(self) -> None:
-        from experiments.errors import UserError
-
-        if self.cell not in CELLS:
-            raise UserError(f"bad value for 'model.cell': '{self.cell}'; allowed values: {', '.join(CELLS)}")
-        for key in ("hidden", "layers"):
-            if getattr(self, key) < 1:
-                raise UserError(f"bad value for 'model.{key}': {getattr(self, key)}; it must be >= 1")
+        check_recurrent(self)
 
 
 class ForgetBiasLSTMCell(nn.RNNCellBase):
