@@ -10,6 +10,8 @@ cross-entropy, Adam with global-norm clipping 1.0, batch 128, the same MNIST tra
 - levers (`--levers`): the same step written in plain JAX, one variable at a time, chunked
   like nnrun's, to measure what each implementation choice is worth:
     flax_rnn      Flax's nn.RNN(OptimizedLSTMCell): nnrun's model before issue 10
+    cells         nnrun's own layer (experiments/models/rnn.py: fused step, hand-written
+                  backward pass) without the driver around it
     gates4        per step: x_t and h each times 4 separate gate matrices (8 matmuls)
     fused_xh      per step: one [x_t, h] @ W for all four gates
     hoisted       X @ Wx for all steps in one matmul before the loop; h @ Wh (fused) inside
@@ -138,6 +140,16 @@ def lever_forward(variant: str):
         rnn = nn.RNN(nn.OptimizedLSTMCell(HIDDEN))
         return lambda p, x: head(p, rnn.apply({"params": p["flax"]}, x)[:, -1])
 
+    if variant == "cells":
+        from experiments.models import rnn
+
+        def cells(p, x):
+            w = {"ik": p["wx"], "ib": p["b"], "hk": p["wh"], "hb": None}
+            _, (c, h) = rnn.scan_layer("lstm", jnp.tanh, w, jnp.swapaxes(x, 0, 1), None,
+                                       rnn.zero_state("lstm", x.shape[0], HIDDEN))
+            return head(p, h)
+        return cells
+
     def forward(p, x):
         b = x.shape[0]
         zeros = jnp.zeros((b, HIDDEN), jnp.float32)
@@ -247,7 +259,7 @@ class Lever:
         return n * self.chunk * BATCH / (time.perf_counter() - t)
 
 
-LEVERS = ("flax_rnn", "gates4", "fused_xh", "hoisted", "hoisted_u2", "hoisted_u4", "hoisted_u7", "hoisted_u28",
+LEVERS = ("cells", "flax_rnn", "gates4", "fused_xh", "hoisted", "hoisted_u2", "hoisted_u4", "hoisted_u7", "hoisted_u28",
           "hoisted_bf16", "batch_major")
 
 

@@ -81,6 +81,32 @@ def test_fused_hoisted_cells_compute_what_flaxs_cells_do(kind):
     np.testing.assert_allclose(model.apply(variables, x), ours @ out["kernel"] + out["bias"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_hand_written_backward_pass_matches_autodiff_of_flaxs_cells(kind):
+    """The layer's custom VJP against jax.grad through nn.RNN(Flax cell): gradients of the
+    weights and of the inputs, with padding, so the masked steps are checked too."""
+    model = _net(DataInfo((5, 3), target_shape=(5, 1)), cell=kind, hidden=4, structure="seq2seq")
+    x = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    out = variables["params"]["Out"]["dense"]
+    cell = nn.LSTMCell(4) if kind == "lstm" else nn.GRUCell(4)
+
+    def ours(w, x):
+        params = {**variables["params"], "R1": {"fwd": w}}
+        return jnp.sum(jnp.sin(model.apply({"params": params}, x, mask=mask)))
+
+    def flax(w, x):
+        y = nn.RNN(cell).apply({"params": {"cell": _copy_flax(kind, w, 4)}}, x, seq_lengths=jnp.array([5, 3]))
+        y = jnp.where(mask[..., None] > 0, y, 0.0)
+        return jnp.sum(jnp.sin((y @ out["kernel"] + out["bias"]) * mask[..., None]))
+
+    w = variables["params"]["R1"]["fwd"]
+    got, want = jax.grad(ours, (0, 1))(w, x), jax.grad(flax, (0, 1))(w, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_vec2seq_feeds_each_prediction_back():
     model = _net(DataInfo((2, 1), target_shape=(4, 1)), cell="gru", hidden=3, structure="vec2seq")
     x = jnp.asarray([[[0.5], [-0.2]]])

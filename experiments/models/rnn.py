@@ -12,9 +12,9 @@ Structures (`model.structure`):
 - `vec2seq`: prime on the input's one or few steps, then feed each prediction back as the
   next input for as many steps as the target has (outputs size == input features).
 
-Speed (measured, benchmarks/lstm_speed.py, docs/results.md): the input projections of all
-time steps are one matmul outside the time loop (only h @ Wh stays inside), the gates of a
-cell are one fused matmul, and the loop runs time-major (lax.scan over axis 0).
+Speed (measured, benchmarks/lstm_speed.py, docs/results.md): one fused [X(t), Y(t-1)] @ W
+per step for every gate, a time-major loop (lax.scan over axis 0), and a hand-written
+backward pass whose weight gradient is one matmul over all steps.
 
 Masks: a batch's `mask` (batch, time), 1 on real steps and 0 on right padding, freezes the
 state over padded steps and zeroes their outputs, so padding never changes a result (for
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 import jax
@@ -96,44 +97,107 @@ def zero_state(kind: str, batch: int, hidden: int, dtype=jnp.float32) -> tuple:
     return (h, h) if kind == "lstm" else (h,)
 
 
-def recur(kind: str, act, w: dict, state: tuple, xp: jnp.ndarray) -> tuple:
-    """One step from the input's projection `xp` (X(t) Wx + b, all gates): the new state."""
-    h = state[-1]
+def fused_weights(kind: str, w: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """One matrix for [X(t), Y(t-1)] -> every gate's pre-activation, and its bias. The GRU's
+    candidate needs X Wx and Y Wy apart (r gates only the latter), so they get separate
+    columns: (features + hidden, 4 * hidden) with zero blocks."""
+    if kind != "gru":
+        return jnp.concatenate([w["ik"], w["hk"]], 0), w["ib"]
+    features, hidden = w["ik"].shape[0], w["hk"].shape[0]
+    x_rows = jnp.concatenate([w["ik"], jnp.zeros((features, hidden), w["ik"].dtype)], 1)
+    h_rows = jnp.concatenate([w["hk"][:, :2 * hidden], jnp.zeros((hidden, hidden), w["hk"].dtype),
+                              w["hk"][:, 2 * hidden:]], 1)
+    return jnp.concatenate([x_rows, h_rows], 0), jnp.concatenate([w["ib"], jnp.zeros((hidden,), w["ib"].dtype)])
+
+
+def cell_update(kind: str, act, z: jnp.ndarray, state: tuple, hb) -> tuple:
+    """The new state from the fused pre-activations `z` ([X(t), Y(t-1)] W + b): the cell's
+    elementwise maths."""
     if kind == "simple":
-        return (act(xp + h @ w["hk"]),)
+        return (act(z),)
     if kind == "lstm":
-        i, f, g, o = jnp.split(xp + h @ w["hk"], 4, axis=-1)
+        i, f, g, o = jnp.split(z, 4, axis=-1)
         c = nn.sigmoid(f) * state[0] + nn.sigmoid(i) * jnp.tanh(g)
         return c, nn.sigmoid(o) * jnp.tanh(c)
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
-    hr, hz, hn = jnp.split(h @ w["hk"], 3, axis=-1)
-    r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * (hn + w["hb"]))
-    return ((1.0 - z) * n + z * h,)
+    zr, zz, xn, hn = jnp.split(z, 4, axis=-1)
+    r, u = nn.sigmoid(zr), nn.sigmoid(zz)
+    n = jnp.tanh(xn + r * (hn + hb))
+    return ((1.0 - u) * n + u * state[-1],)
 
 
-def project(w: dict, x: jnp.ndarray) -> jnp.ndarray:
-    """Input projections of every step at once: one matmul over (..., features)."""
-    return x @ w["ik"] + w["ib"]
+def recur(kind: str, act, w: dict, state: tuple, x: jnp.ndarray) -> tuple:
+    """One step from input `x` (batch, features): the new state."""
+    wcat, bias = fused_weights(kind, w)
+    return cell_update(kind, act, jnp.concatenate([x, state[-1]], -1) @ wcat + bias, state, w["hb"])
+
+
+def masked_update(kind: str, act, z: jnp.ndarray, state: tuple, hb, keep) -> tuple:
+    """(new state, output) of one step; where `keep` (batch, 1) is False the state is held
+    and the output is zero (padding)."""
+    new = cell_update(kind, act, z, state, hb)
+    if keep is None:
+        return new, new[-1]
+    new = tuple(jnp.where(keep, a, b) for a, b in zip(new, state))
+    return new, jnp.where(keep, new[-1], 0.0)
+
+
+# Speed (benchmarks/lstm_speed.py, docs/results.md). On XLA's CPU backend one fused
+# [X(t), Y(t-1)] @ W per step beats hoisting X Wx out of the loop (slicing the hoisted
+# projections inside the loop costs more than the small matmul it saves). The backward
+# pass is written by hand: autodiff of lax.scan adds [X(t), Y(t-1)]^T dZ(t) into W's
+# gradient at every step; here the loop only carries dY back through Wy^T, and W's
+# gradient and the inputs' are one matmul each over all steps after it (as cuDNN does).
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def recurrence(kind: str, act, unroll: int, x: jnp.ndarray, wcat: jnp.ndarray, bias: jnp.ndarray, hb,
+               state: tuple, mask):
+    """Run a cell over time-major inputs `x` (time, batch, features) from `state`: (outputs
+    (time, batch, hidden), final state). `mask` (time, batch) bool or None."""
+    return _recurrence_fwd(kind, act, unroll, x, wcat, bias, hb, state, mask)[0]
+
+
+def _recurrence_fwd(kind, act, unroll, x, wcat, bias, hb, state, mask):
+    def step(s, inputs):
+        x_t, m_t = inputs
+        z = jnp.concatenate([x_t, s[-1]], -1) @ wcat + bias
+        new, y = masked_update(kind, act, z, s, hb, None if m_t is None else m_t[:, None])
+        return new, (y, z, s)
+
+    final, (ys, zs, prev) = jax.lax.scan(step, state, (x, mask), unroll=unroll)
+    return (ys, final), (x, wcat, hb, mask, zs, prev)
+
+
+def _recurrence_bwd(kind, act, unroll, residuals, cotangents):
+    x, wcat, hb, mask, zs, prev = residuals
+    d_ys, d_final = cotangents
+    features = x.shape[-1]
+    wh_t = wcat[features:].T
+
+    def step(carry, inputs):
+        d_state, d_hb = carry
+        z_t, prev_t, m_t, dy_t = inputs
+        keep = None if m_t is None else m_t[:, None]
+        _, pullback = jax.vjp(lambda z, s, b: masked_update(kind, act, z, s, b, keep), z_t, prev_t, hb)
+        dz_t, d_prev, dhb_t = pullback((d_state, dy_t))
+        d_prev = d_prev[:-1] + (d_prev[-1] + dz_t @ wh_t,)
+        return (d_prev, None if hb is None else d_hb + dhb_t), dz_t
+
+    d_hb0 = None if hb is None else jnp.zeros_like(hb)
+    (d_state, d_hb), dz = jax.lax.scan(step, (d_final, d_hb0), (zs, prev, mask, d_ys), reverse=True, unroll=unroll)
+    xh = jnp.concatenate([x, prev[-1]], -1)
+    d_wcat = jnp.einsum("tbi,tbg->ig", xh, dz)
+    dx = dz @ wcat[:features].T
+    return dx, d_wcat, jnp.sum(dz, (0, 1)), d_hb, d_state, None
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def scan_layer(kind: str, act, w: dict, x_tm: jnp.ndarray, mask_tm: Optional[jnp.ndarray], state: tuple,
                unroll: int = 1) -> tuple[jnp.ndarray, tuple]:
     """Run a cell over time-major inputs (time, batch, features): (outputs (time, batch,
     hidden), final state). Masked steps keep the state and output zeros."""
-    xp = project(w, x_tm)  # hoisted out of the loop: the loop keeps only h @ Wh
-
-    def step(s, inputs):
-        xp_t, m_t = inputs
-        new = recur(kind, act, w, s, xp_t)
-        if m_t is None:
-            return new, new[-1]
-        keep = m_t[:, None]
-        new = tuple(jnp.where(keep, a, b) for a, b in zip(new, s))
-        return new, jnp.where(keep, new[-1], 0.0)
-
-    state, ys = jax.lax.scan(step, state, (xp, mask_tm), unroll=unroll)
-    return ys, state
+    wcat, bias = fused_weights(kind, w)
+    return recurrence(kind, act, unroll, x_tm, wcat, bias, w["hb"], state, mask_tm)
 
 
 def sequence_lengths(x: jnp.ndarray, mask: Optional[jnp.ndarray]) -> jnp.ndarray:
@@ -331,7 +395,7 @@ class RecurrentNet(nn.Module):
                 states, y = carry
                 inp, new = y, []
                 for w, s in zip(weights, states):
-                    s = recur(self.cell, act, w, s, project(w, inp))
+                    s = recur(self.cell, act, w, s, inp)
                     new.append(s)
                     inp = s[-1]
                 y = inp @ dense["kernel"] + dense["bias"]
