@@ -57,7 +57,7 @@ class GradNorms:
 
     @staticmethod
     def of(grads: dict) -> dict:
-        norms = {f"grad_norm_{k}": optax.global_norm(v) for k, v in grads.items()}
+        norms = {f"grad_norm_{k}": optax.tree.norm(v) for k, v in grads.items()}
         return {**norms, "grad_steps": jnp.ones((), jnp.float32)}
 
     def finalize(self, s: dict) -> dict:
