@@ -40,7 +40,7 @@ def _decode(steps: Any, state: Any, z: np.ndarray) -> np.ndarray:
 
 
 def draw_autoencoder_figures(steps: Any, state: Any, data: Any, out_dir: Path) -> list[Path]:
-    model = steps.model
+    model = getattr(steps, "model", None)  # an RBM's steps have none: its trainer draws its own figures
     if not hasattr(model, "encode") or getattr(model, "kind", None) is None:
         return []
     shape = tuple(data.test.x.shape[1:])

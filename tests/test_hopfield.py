@@ -466,3 +466,41 @@ def test_capacity_and_basin_curves_report_every_load_and_flip():
     assert rows[1]["0.0.overlap"] < rows[0]["0.0.overlap"]  # far over capacity, the patterns are lost
     basin = basin_curve(dense_memory(1.0), 40, 40, (0.0, 0.1), seeds=(0,), probes=8)
     assert [b["flip"] for b in basin] == [0.0, 0.1] and basin[0]["exact_recall"] == 1.0
+
+
+def test_alpha_sets_the_pattern_count_from_the_load():
+    from experiments.data.random_patterns import RandomPatternsConfig
+
+    assert RandomPatternsConfig(N=200, alpha=0.138).P == 28 and RandomPatternsConfig(N=10, alpha=0.01).P == 1
+    with pytest.raises(UserError, match="data.alpha"):
+        RandomPatternsConfig(alpha=0.0)
+
+
+def test_capacity_sweep_reports_recall_per_load_and_draws_the_0138_line(nnrun_main, outputs):
+    """The capacity study as `nnrun sweep`: each trial's metric is the overlap after recall
+    from 10% flipped bits, ranked across loads, with the sweep's plot and its reference line."""
+    import csv
+    import json
+
+    sweep_dir = outputs / "capacity"
+    out = nnrun_main("sweep", "conf=hopfield_capacity", "sweep=hopfield_capacity", "data.N=64",
+                     "data.alpha=0.05,0.4", f"hydra.sweep.dir={sweep_dir}")
+    assert out.code == 0, out.err
+    rows = {float(r["data.alpha"]): r for r in csv.DictReader((sweep_dir / "results.csv").open())}
+    assert set(rows) == {0.05, 0.4}
+    low, high = (float(rows[a]["test.flip.0.1.overlap"]) for a in (0.05, 0.4))
+    assert low > 0.95 and high < 0.9  # retrieval below the capacity, lost far above it
+    trial = json.loads(next(sweep_dir.glob("*/summary.json")).read_text())
+    assert trial["patterns"] in (3, 26) and "flip.0.1.exact_recall" in trial["test"]
+    assert (sweep_dir / "plots" / "metric_vs_data.alpha.png").is_file()
+    spec = json.loads((sweep_dir / "sweep.json").read_text())["spec"]
+    assert spec["marks"] == [{"param": "data.alpha", "at": 0.138, "label": "0.138 (Amit, Gutfreund & Sompolinsky 1985)"}]
+
+
+def test_bad_sweep_marks_are_one_line_errors():
+    from experiments.sweep.spec import marks
+
+    assert marks([{"param": "data.alpha", "at": 1}]) == [{"param": "data.alpha", "at": 1.0, "label": ""}]
+    for bad in ({"param": "x"}, [{"param": "x", "at": "high"}], [{"param": "x", "at": 1, "colour": "red"}]):
+        with pytest.raises(UserError, match="marks"):
+            marks(bad)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -25,12 +26,17 @@ class RandomPatternsConfig(DataConfig):
     val_size: int = 0  # ignored: pattern datasets have no validation split
     N: int = 100  # units per pattern
     P: int = 10  # patterns
+    alpha: Optional[float] = None  # load P/N: when set, P = round(alpha * N) (capacity sweeps over P/N and N)
     bias: float = 0.0  # mean of the bipolar bits, in (-1, 1): P(bit on) = (1 + bias) / 2
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.N < 2:
             raise UserError(f"data.N={self.N} must be at least 2 units")
+        if self.alpha is not None:
+            if not 0 < float(self.alpha) <= 100:
+                raise UserError(f"data.alpha={self.alpha} is the load P/N: it must lie in (0, 100]")
+            self.P = max(1, round(float(self.alpha) * self.N))
         if self.P < 1:
             raise UserError(f"data.P={self.P} must be at least 1 pattern")
         if not -1.0 < float(self.bias) < 1.0:

@@ -151,10 +151,19 @@ def _last_line(log: Path) -> str:
 
 
 def dig(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
+    """The value at a dotted path; a key may itself hold dots (`test.flip.0.1.overlap` finds
+    summary["test"]["flip.0.1.overlap"]): at each level the longest key that matches wins."""
+    parts = path.split(".")
+    while parts:
+        if not isinstance(data, dict):
             return None
-        data = data[part]
+        for i in range(len(parts), 0, -1):
+            key = ".".join(parts[:i])
+            if key in data:
+                data, parts = data[key], parts[i:]
+                break
+        else:
+            return None
     return data
 
 
@@ -320,6 +329,11 @@ def plot_metric(state: SweepState) -> list[Path]:
             ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
                         marker="o", capsize=3, label=name if len(series) > 1 else None,
                         linestyle="-" if plot["numeric"] else "none")
+        for mark in state.spec.marks:
+            if mark["param"] == plot["param"] and plot["numeric"]:
+                ax.axvline(mark["at"], color="k", lw=1, alpha=0.6)
+                ax.annotate(f" {mark['label'] or mark['at']}", (mark["at"], 0.02), xycoords=("data", "axes fraction"),
+                            fontsize=7, rotation=90, va="bottom")
         if plot["log"]:
             ax.set_xscale("log")
         if not plot["numeric"]:

@@ -22,7 +22,7 @@ from experiments.errors import UserError
 
 SEARCHES = ("grid", "random", "optuna")
 SETTINGS = ("search", "metric", "direction", "budget", "seed", "vectorize", "startup_trials")
-YAML_KEYS = (*SETTINGS, "params", "overrides")
+YAML_KEYS = (*SETTINGS, "params", "overrides", "marks")
 DIRECTIONS = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
 
 
@@ -80,6 +80,7 @@ class SweepSpec:
     launcher: list[str] = field(default_factory=list)  # hydra/launcher=..., hydra.launcher.*
     hydra: list[str] = field(default_factory=list)  # hydra.sweep.* overrides: where the sweep goes
     overrides: list[str] = field(default_factory=list)  # as given on the command line
+    marks: list[dict] = field(default_factory=list)  # reference lines on the plots: {param, at, label}
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -223,6 +224,23 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def marks(value: Any) -> list[dict]:
+    """The YAML's `marks`: reference lines drawn on plots/metric_vs_<param>.png, each
+    {param: <swept key>, at: <number>, label: <text>} (e.g. a published threshold)."""
+    if value is None:
+        return []
+    usage = "a sweep YAML's 'marks' is a list of {param: KEY, at: NUMBER, label: TEXT}"
+    if not isinstance(value, list):
+        raise UserError(usage)
+    out = []
+    for m in value:
+        if (not isinstance(m, dict) or set(m) - {"param", "at", "label"} or not isinstance(m.get("param"), str)
+                or not isinstance(m.get("at"), (int, float)) or isinstance(m.get("at"), bool)):
+            raise UserError(f"{usage}; got {m!r}")
+        out.append({"param": m["param"], "at": float(m["at"]), "label": str(m.get("label", ""))})
+    return out
+
+
 def settings(data: dict, cli: dict[str, Any]) -> dict[str, Any]:
     """Search settings from the YAML, then `sweep.KEY=VALUE` overrides, checked."""
     out = {k: data[k] for k in SETTINGS if k in data}
@@ -278,7 +296,8 @@ def build(conf: str, overrides: list[str]) -> SweepSpec:
     data = load_yaml(name) if name else {}
     fixed, params = split([*yaml_overrides(data), *rest])
     opts = {k: v for k, v in settings(data, cli).items() if v is not None}
-    spec = SweepSpec(conf, fixed, params, name=name, launcher=launcher, hydra=hydra, overrides=list(overrides), **opts)
+    spec = SweepSpec(conf, fixed, params, name=name, launcher=launcher, hydra=hydra, overrides=list(overrides),
+                     marks=marks(data.get("marks")), **opts)
     check(spec)
     return spec
 

@@ -89,7 +89,8 @@ def train(exp: Experiment, run: Run, stop: StopRequest) -> dict:
 
 
 def _plot_recall(run: Run, exp: Experiment, model, params, dataset) -> None:
-    """plots/recall.png: each stored pattern, a half-noise copy, and what the net recalled."""
+    """plots/recall.png: the first 12 stored patterns, a half-noise copy of each, and what the
+    net recalled (a capacity run stores hundreds: the picture keeps a readable size)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,7 @@ def _plot_recall(run: Run, exp: Experiment, model, params, dataset) -> None:
     from experiments.models.hopfield import corrupt_half
 
     shape = tuple(dataset.meta["image_shape"])
-    pats = dataset.test.x
+    pats = dataset.test.x[:12]
     keys = jax.random.split(jax.random.fold_in(jax.random.key(exp.seed), 11), len(pats))
     probes = np.stack([np.asarray(corrupt_half(p, k, shape)) for p, k in zip(pats, keys)])
     final, _, _ = model.recall(params, probes, jax.random.fold_in(jax.random.key(exp.seed), 12))
