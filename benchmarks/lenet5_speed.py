@@ -70,7 +70,7 @@ class NnrunTrainer:
         step = d.make_step(lambda h: self.steps, self.data.train, batch, self.exp.data.augment)
         self.step = jax.jit(step, donate_argnums=0)
         self.chunk_len = chunk or self.exp.trainer.log_every
-        scan = self.exp.trainer.scan if scan is None else scan
+        scan = d.scan_pays(self.exp) if scan is None else scan
         self.chunk = jax.jit(d.make_chunk(step, self.chunk_len), donate_argnums=0) if scan else None
         self.arrays = d.place_data(self.data.train.device_arrays())
         self.reset()

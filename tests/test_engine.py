@@ -489,3 +489,21 @@ def test_tensorboard_writer_mirrors_the_metrics(nnrun_cli, tmp_path: Path) -> No
         tags |= {v.tag for v in event.summary.value}
         data = data[12 + length + 4:]
     assert {"train/loss", "train/accuracy", "val/accuracy", "val/top5_accuracy"} <= tags
+
+
+def test_chunks_scan_except_xla_convolutions_on_cpu():
+    """trainer.scan null: XLA-CPU compiles a convolution inside a scanned loop to plain loops
+    (ResNet-20 23x slower, docs/results.md), so such models step one dispatch at a time there;
+    an explicit trainer.scan wins."""
+    from experiments.config import validate
+    from experiments.hydra_bridge import compose, task_config
+    from experiments.training.driver import scan_pays
+
+    def exp(conf: str, *overrides: str):
+        return validate(task_config(compose(conf, list(overrides))[0]))
+
+    assert jax.default_backend() == "cpu"
+    assert scan_pays(exp("mlp_mnist")) and scan_pays(exp("lenet5"))  # matmuls; LeNet5's CHWN patches
+    assert not scan_pays(exp("lenet5", "model.layout=NHWC"))
+    assert scan_pays(exp("lenet5", "model.layout=NHWC", "trainer.scan=true"))
+    assert not scan_pays(exp("mlp_mnist", "trainer.scan=false"))

@@ -33,7 +33,7 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     log_every: int = 100  # steps per chunk: metrics reach the host once per chunk
-    scan: Optional[bool] = True  # each full chunk as one lax.scan program (measured: docs/results.md)
+    scan: Optional[bool] = None  # full chunks as lax.scan programs; null: yes, except convolutions on CPU (driver.scan_pays)
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke runs)
     checkpoint_every: int = 1  # epochs between periodic checkpoints
     keep: int = 3  # periodic checkpoints kept
@@ -51,8 +51,6 @@ class TrainerConfig:
                 raise UserError(f"bad value for 'trainer.{key}': {getattr(self, key)}; it must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"bad value for 'trainer.max_steps': {self.max_steps}; it must be >= 1 or null")
-        if self.scan is None:  # configs saved before scanning became the default on every backend
-            self.scan = True
 
 
 class Streams(struct.PyTreeNode):

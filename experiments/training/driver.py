@@ -104,6 +104,21 @@ def make_step(steps_for: Callable[[dict], Steps], split: Split, batch_size: int,
     return step
 
 
+def scan_pays(exp: Experiment) -> bool:
+    """Whether chunks and evaluation run as lax.scan programs (`trainer.scan`; null = this
+    rule). Scanning saves a dispatch per step, except that XLA-CPU emits a convolution inside a
+    loop body as plain loops instead of calling its convolution library: ResNet-20 trained at
+    4.1 images/s scanned against 93 stepped on the 2-core CPU (docs/results.md, 3 Dec). So on
+    CPU a model with XLA convolutions takes one dispatch per step; everything else scans."""
+    if exp.trainer.scan is not None:
+        return bool(exp.trainer.scan)
+    if jax.default_backend() != "cpu":
+        return True
+    from experiments.sweep.vectorized import has_convolutions
+
+    return not has_convolutions(exp)
+
+
 def make_chunk(step: Callable, length: int) -> Callable:
     """`length` steps as one compiled program (lax.scan)."""
 
@@ -139,13 +154,24 @@ class Evaluator:
     targets of any shape need no padding of their own and a last partial batch no
     recompilation."""
 
-    def __init__(self, steps: Steps, batch_size: int):
-        self.steps, self.batch_size = steps, batch_size
+    def __init__(self, steps: Steps, batch_size: int, scan: bool = True):
+        self.steps, self.batch_size, self.scan = steps, batch_size, scan
         self._placed: dict[int, tuple] = {}
         self._fns: dict[int, Callable] = {}
 
     def _compiled(self, split: Split) -> Callable:
         key = id(split)
+        if key not in self._fns and not self.scan:  # one dispatch per batch (see scan_pays)
+            def one(state, arrays, b, v):
+                return self.steps.eval_step(state, {**split.gather(arrays, b), "_valid": v})
+
+            one = jax.jit(one)
+
+            def stepped(state, arrays, idx, valid):
+                sums = [one(state, arrays, idx[i], valid[i]) for i in range(idx.shape[0])]
+                return jax.tree.map(lambda *xs: sum(xs[1:], xs[0]), *sums)
+
+            self._fns[key] = stepped
         if key not in self._fns:
             def evaluate(state, arrays, idx, valid):
                 def body(acc, batch_idx):
@@ -384,9 +410,10 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         hp = {"key": lanes[0].key}
         step = make_step(lambda h: ref, data.train, t.batch_size, exps[0].data.augment)
     step_fn = jax.jit(step, donate_argnums=0)
-    chunk_fn = jax.jit(make_chunk(step, t.log_every), donate_argnums=0) if t.scan else None
+    scan = scan_pays(exps[0])
+    chunk_fn = jax.jit(make_chunk(step, t.log_every), donate_argnums=0) if scan else None
     lane_state = (lambda s, k: _lane_state(s, k)) if vectorized else (lambda s, k: s)
-    evaluator = Evaluator(ref, t.eval_batch_size)
+    evaluator = Evaluator(ref, t.eval_batch_size, scan)
 
     with _LaneFiles(lanes, t):
         # ---- initial state, or the one restored for resume
@@ -459,7 +486,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
             if not lane.alive:
                 results.append(None)
                 continue
-            result = _summary_fields(lane, status, step_i, spe, bool(t.scan))
+            result = _summary_fields(lane, status, step_i, spe, scan)
             result["examples_per_s"] = steady.rate and steady.rate / len(lanes)  # steady state, per run
             if status == "completed":
                 chosen, tests = _test_results(lane, lane_state(state, k), step_i, data, evaluator)
@@ -597,5 +624,5 @@ def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str
     steps = build_steps(exp, data)
     with Checkpointer(Path(run_dir) / "checkpoints") as ckpt:
         state, step = ckpt.restore(which, initial_state(steps, jax.random.key(exp.seed), data))
-    metrics = Evaluator(steps, exp.trainer.eval_batch_size)(state.inner, chosen)
+    metrics = Evaluator(steps, exp.trainer.eval_batch_size, scan_pays(exp))(state.inner, chosen)
     return {"split": split, "checkpoint": which, "step": step, **metrics}
