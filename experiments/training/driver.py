@@ -116,7 +116,10 @@ def scan_pays(exp: Experiment) -> bool:
         return True
     from experiments.sweep.vectorized import has_convolutions
 
-    return not has_convolutions(exp)
+    try:
+        return not has_convolutions(exp)
+    except Exception:  # noqa: BLE001 - a model that cannot be traced alone (RBM, seq2seq): the old default
+        return True
 
 
 def make_chunk(step: Callable, length: int) -> Callable:
