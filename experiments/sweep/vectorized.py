@@ -169,12 +169,13 @@ def decline_reason(exp: Experiment) -> str:
             f"trials/hour of separate runs (benchmarks/sweep_vectorize.py); use --force-vectorize to override")
 
 
-def has_convolutions(exp: Experiment) -> bool:
+def has_convolutions(exp: Experiment, dataset: Any = None) -> bool:
     """Whether the model's forward pass contains a convolution (vmap turns those into
-    grouped convolutions, which XLA-CPU runs slowly)."""
+    grouped convolutions, which XLA-CPU runs slowly). `dataset`: the experiment's, when the
+    caller has it loaded already."""
     key = (repr(exp.model), repr(exp.data))
     if key not in _CONVOLUTIONS:
-        dataset = load_dataset(exp.data)
+        dataset = dataset if dataset is not None else load_dataset(exp.data)
         model = build_model(exp.model, data_info(dataset))
         x = jnp.asarray(dataset.train.sample(1)["x"])
         jaxpr = jax.make_jaxpr(lambda k: model.init(k, x, train=False))(jax.random.key(0))

@@ -104,12 +104,13 @@ def make_step(steps_for: Callable[[dict], Steps], split: Split, batch_size: int,
     return step
 
 
-def scan_pays(exp: Experiment) -> bool:
+def scan_pays(exp: Experiment, data: Optional[Dataset] = None) -> bool:
     """Whether chunks and evaluation run as lax.scan programs (`trainer.scan`; null = this
     rule). Scanning saves a dispatch per step, except that XLA-CPU emits a convolution inside a
     loop body as plain loops instead of calling its convolution library: ResNet-20 trained at
     4.1 images/s scanned against 93 stepped on the 2-core CPU (docs/results.md, 3 Dec). So on
-    CPU a model with XLA convolutions takes one dispatch per step; everything else scans."""
+    CPU a model with XLA convolutions takes one dispatch per step; everything else scans.
+    `data`: the experiment's loaded dataset (else it is loaded once more)."""
     if exp.trainer.scan is not None:
         return bool(exp.trainer.scan)
     if jax.default_backend() != "cpu":
@@ -117,7 +118,7 @@ def scan_pays(exp: Experiment) -> bool:
     from experiments.sweep.vectorized import has_convolutions
 
     try:
-        return not has_convolutions(exp)
+        return not has_convolutions(exp, data)
     except Exception:  # noqa: BLE001 - a model that cannot be traced alone (RBM, seq2seq): the old default
         return True
 
@@ -413,7 +414,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         hp = {"key": lanes[0].key}
         step = make_step(lambda h: ref, data.train, t.batch_size, exps[0].data.augment)
     step_fn = jax.jit(step, donate_argnums=0)
-    scan = scan_pays(exps[0])
+    scan = scan_pays(exps[0], data)
     chunk_fn = jax.jit(make_chunk(step, t.log_every), donate_argnums=0) if scan else None
     lane_state = (lambda s, k: _lane_state(s, k)) if vectorized else (lambda s, k: s)
     evaluator = Evaluator(ref, t.eval_batch_size, scan)
@@ -627,5 +628,5 @@ def evaluate_run(exp: Experiment, run_dir: Path, split: str = "test", which: str
     steps = build_steps(exp, data)
     with Checkpointer(Path(run_dir) / "checkpoints") as ckpt:
         state, step = ckpt.restore(which, initial_state(steps, jax.random.key(exp.seed), data))
-    metrics = Evaluator(steps, exp.trainer.eval_batch_size, scan_pays(exp))(state.inner, chosen)
+    metrics = Evaluator(steps, exp.trainer.eval_batch_size, scan_pays(exp, data))(state.inner, chosen)
     return {"split": split, "checkpoint": which, "step": step, **metrics}
