@@ -190,3 +190,32 @@ def test_resnet_run_checkpoints_running_statistics_and_draws_the_figures(nnrun_c
     (run_dir / "plots" / "confusion.png").unlink()
     result = nnrun_cli("plots", str(run_dir), "--last")
     assert result.code == 0 and (run_dir / "plots" / "confusion.png").is_file()
+
+
+@pytest.mark.parametrize("shortcut,stem", [("A", False), ("B", True)])
+def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(shortcut: str, stem: bool) -> None:
+    """model.layout=CHWN (patch matmuls) is a storage choice only: same initial parameters,
+    same training-mode loss, gradients and BatchNorm statistics as NHWC."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.models.resnet import ResNet
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+    nhwc = ResNet((1, 1, 1), (4, 8, 16), stem, shortcut, 10, 0.9, "NHWC")
+    chwn = nhwc.clone(layout="CHWN")
+    v = nhwc.init(jax.random.key(0), x)
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(chwn.init(jax.random.key(0), x))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    def loss(model, params):
+        out, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                               mutable=["batch_stats"])
+        return (out ** 2).sum(), upd
+
+    (la, ua), ga = jax.value_and_grad(lambda p: loss(nhwc, p), has_aux=True)(v["params"])
+    (lb, ub), gb = jax.value_and_grad(lambda p: loss(chwn, p), has_aux=True)(v["params"])
+    assert float(lb) == pytest.approx(float(la), rel=1e-5)
+    for a, b in zip(jax.tree.leaves((ga, ua)), jax.tree.leaves((gb, ub))):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-3 * float(jnp.abs(a).max()) + 1e-6)
+    np.testing.assert_allclose(np.asarray(chwn.apply(v, x)), np.asarray(nhwc.apply(v, x)), atol=1e-5)

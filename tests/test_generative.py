@@ -99,7 +99,7 @@ def test_gan_run_records_both_players_and_draws_a_grid_each_epoch(gan_runs: dict
     assert (run / "plots" / "samples.png").is_file()
     state, _ = restore_raw(run / "checkpoints")
     inner = state["inner"]
-    assert set(inner) == {"g_params", "d_params", "g_opt_state", "d_opt_state", "fixed_z"}
+    assert set(inner) == {"g_params", "d_params", "g_opt_state", "d_opt_state", "fixed_z", "g_ema"}
     assert inner["fixed_z"].shape == (9, 8)
 
 
@@ -132,6 +132,42 @@ def test_eval_scores_samples_beside_real_images(gan_runs: dict, nnrun_main) -> N
     assert sum(v["real"] for v in metrics["class_share"].values()) == pytest.approx(1.0)
     assert metrics["verdict"]  # one line on the spread of classes, collapse included
     assert "inception_score.generated" in out.out and "inception_score.real" in out.out
+
+
+def test_the_generator_average_follows_its_decay_and_is_what_samples_come_from() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.config import validate
+    from experiments.data import load_dataset
+    from experiments.hydra_bridge import compose, task_config
+    from experiments.training import Streams
+    from experiments.training.adversarial import build_steps
+
+    def steps_for(*overrides: str):
+        exp = validate(task_config(compose("gan_mnist", [*TINY_GAN, *overrides])[0]))
+        return build_steps(exp, load_dataset(exp.data))
+
+    steps = steps_for("trainer.ema=0.75")
+    batch = {"x": jnp.asarray(steps.data.train.x[:50])}
+    state = steps.init(jax.random.key(0), batch)
+    leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(state.g_ema), leaves(state.g_params)))
+    new, _ = jax.jit(steps.train_step)(state, batch, Streams(jax.random.key(1)))
+    for old, g, avg in zip(leaves(state.g_params), leaves(new.g_params), leaves(new.g_ema)):
+        np.testing.assert_allclose(avg, 0.75 * old + 0.25 * g, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(leaves(new.g_ema), leaves(new.g_params)))
+    drawn = np.asarray(steps.outputs(new, None))
+    np.testing.assert_allclose(drawn, np.asarray(steps.generate(new.g_ema, new.fixed_z)), atol=1e-6)
+
+    plain = steps_for("trainer.ema=0")
+    assert plain.init(jax.random.key(0), batch).g_ema is None  # the checkpoint tree of runs made before the average
+
+
+def test_a_bad_average_decay_is_one_line(nnrun_main, outputs: Path) -> None:
+    out = nnrun_main("train", "conf=gan_mnist", "trainer.ema=1.5")
+    assert_one_line_error(out, "trainer.ema", "1.5", "[0, 1)")
+    assert not (outputs / "gan_mnist").exists()
 
 
 # ----------------------------------------------------------------------------- bad classifiers

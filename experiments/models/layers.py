@@ -116,12 +116,14 @@ def pool(x: jnp.ndarray, kind: str, window: int | tuple[int, int], stride: int |
 
 
 class Pool(nn.Module):
-    """A pooling layer (max, avg or min), any square window and stride, VALID or SAME."""
+    """A pooling layer (max, avg or min), any square window and stride, VALID or SAME.
+    Pooling runs over the two middle axes, so the one call serves NHWC and CHWN."""
 
     kind: str = "max"
     window: int = 2
     stride: int | None = None
     padding: str | int = "VALID"
+    layout: str = NHWC
 
     @property
     def layer_type(self) -> str:
@@ -168,12 +170,40 @@ class Conv(nn.Module):
     def kernel(self) -> tuple[int, int]:
         return (self.kernel_size, self.kernel_size)
 
+    layout: str = NHWC  # NHWC: XLA's convolution; CHWN: patch matmuls (patch_conv.py), same parameters
+
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        y = nn.Conv(self.features, self.kernel, (self.stride, self.stride), conv_padding(self.padding),
-                    feature_group_count=self.groups, use_bias=self.use_bias, kernel_init=INITS[self.init],
-                    name="conv")(x)
+        conv = PatchConv if self.layout == CHWN else nn.Conv
+        y = conv(self.features, self.kernel, (self.stride, self.stride), conv_padding(self.padding),
+                 feature_group_count=self.groups, use_bias=self.use_bias, kernel_init=INITS[self.init],
+                 name="conv")(x)
         return ACTIVATIONS[self.activation](y)
+
+
+class PatchConv(nn.Module):
+    """nn.Conv's parameters (an HWIO kernel of in/groups inputs, a bias) and maths, on CHWN
+    activations, each group one patch matmul: on XLA-CPU this ran ResNet-20's step several
+    times faster than XLA's convolution (benchmarks/resnet20_speed.py, docs/results.md)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: str | tuple = "SAME"
+    feature_group_count: int = 1
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        g = self.feature_group_count
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[0] // g, self.features))
+        stride = self.strides[0]
+        y = jnp.concatenate([conv_chwn(xg, kg, stride, self.padding)
+                             for xg, kg in zip(jnp.split(x, g, axis=0), jnp.split(kernel, g, axis=3))], axis=0)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:, None, None, None]
+        return y
 
 
 class Dense(nn.Module):
@@ -210,8 +240,11 @@ class GlobalPool(nn.Module):
     kind: str = "avg"
     layer_type = "Global pool"
 
+    layout: str = NHWC
+
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return x.max(axis=(1, 2)) if self.kind == "max" else x.mean(axis=(1, 2))
+        y = x.max(axis=(1, 2)) if self.kind == "max" else x.mean(axis=(1, 2))
+        return y.T if self.layout == CHWN else y  # CHWN leaves (C, N)
 
 
 class BatchNorm(nn.Module):
@@ -223,9 +256,12 @@ class BatchNorm(nn.Module):
     activation: str = "none"
     layer_type = "BatchNorm"
 
+    layout: str = NHWC  # the channel axis: last (NHWC) or first (CHWN)
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        y = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon, name="bn")(x)
+        y = nn.BatchNorm(use_running_average=not train, axis=0 if self.layout == CHWN else -1,
+                         momentum=self.momentum, epsilon=self.epsilon, name="bn")(x)
         return ACTIVATIONS[self.activation](y)
 
 

@@ -60,17 +60,22 @@ def _col2im(d_patches: jnp.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, 
     return jax.lax.optimization_barrier(dx)
 
 
-def _pad(x: jnp.ndarray, kh: int, kw: int, stride: int, padding: str) -> tuple[jnp.ndarray, list]:
+def _pad(x: jnp.ndarray, kh: int, kw: int, stride: int, padding) -> tuple[jnp.ndarray, list]:
+    """`padding`: VALID, SAME, or explicit ((top, bottom), (left, right)) as lax takes it."""
     if padding == "VALID":
         return x, [(0, 0), (0, 0)]
-    pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), "SAME")
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), padding)
+    else:
+        pads = [tuple(p) for p in padding]
     return jnp.pad(x, ((0, 0), *pads, (0, 0))), pads
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_chwn(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: str = "VALID") -> jnp.ndarray:
+def conv_chwn(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding="VALID") -> jnp.ndarray:
     """2-D convolution of x (C, H, W, N) by an HWIO kernel; returns (O, oh, ow, N).
-    Same maths as lax.conv_general_dilated with NHWC/HWIO/NHWC dimension numbers."""
+    Same maths as lax.conv_general_dilated with NHWC/HWIO/NHWC dimension numbers; `padding`
+    is VALID, SAME or ((top, bottom), (left, right)) (a hashable tuple)."""
     kh, kw, c, o = kernel.shape
     xp, _ = _pad(x, kh, kw, stride, padding)
     oh, ow = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1

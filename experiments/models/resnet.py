@@ -20,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from experiments.errors import UserError
 from experiments.models import DataInfo, ModelConfig, register_model
 from experiments.models.layers import BatchNorm, Conv, Dense, GlobalPool, Pool
+from experiments.models.patch_conv import CHWN, LAYOUTS, NHWC, to_layout
 
 VARIANTS = ("cifar", "imagenet")
 IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -39,8 +41,11 @@ class ResNetConfig(ModelConfig):
     variant: str = "cifar"  # cifar: 32x32 inputs; imagenet: the 224x224x3, 1,000-class network (for `show`)
     shortcut: str = "auto"  # A (subsample + zero channels), B (1x1 conv projection); auto: A on cifar, B on imagenet
     bn_momentum: float = 0.9  # running average decay (PyTorch's momentum 0.1)
+    layout: str = "NHWC"  # NHWC (XLA convolutions) | CHWN (patch matmuls, same parameters) | auto: CHWN on CPU, else NHWC
 
     def __post_init__(self) -> None:
+        if self.layout not in ("auto", *LAYOUTS):
+            raise UserError(f"bad value for 'model.layout': '{self.layout}'; allowed values: auto, {', '.join(LAYOUTS)}")
         if self.variant not in VARIANTS:
             raise UserError(f"bad value for 'model.variant': '{self.variant}'; allowed values: {', '.join(VARIANTS)}")
         if self.shortcut not in ("auto", "A", "B"):
@@ -67,6 +72,7 @@ class BasicBlock(nn.Module):
     stride: int = 1
     shortcut: str = "A"
     bn_momentum: float = 0.9
+    layout: str = NHWC
     layer_type = "Basic block"
 
     @property
@@ -75,18 +81,22 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        bn = lambda name, act="none": BatchNorm(self.bn_momentum, activation=act, name=name)  # noqa: E731
-        y = Conv(self.features, 3, self.stride, 1, use_bias=False, init="he", name="conv1")(x)
+        layout = self.layout
+        bn = lambda name, act="none": BatchNorm(self.bn_momentum, activation=act, layout=layout, name=name)  # noqa: E731
+        y = Conv(self.features, 3, self.stride, 1, use_bias=False, init="he", layout=layout, name="conv1")(x)
         y = bn("bn1", "relu")(y, train)
-        y = Conv(self.features, 3, 1, 1, use_bias=False, init="he", name="conv2")(y)
+        y = Conv(self.features, 3, 1, 1, use_bias=False, init="he", layout=layout, name="conv2")(y)
         y = bn("bn2")(y, train)
-        if self.stride != 1 or x.shape[-1] != self.features:
+        channel_axis = 0 if layout == CHWN else 3
+        if self.stride != 1 or x.shape[channel_axis] != self.features:
             if self.shortcut == "A":
-                x = x[:, ::self.stride, ::self.stride]
-                extra = self.features - x.shape[-1]
-                x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+                x = x[:, ::self.stride, ::self.stride]  # H and W are the middle axes in both layouts
+                extra = self.features - x.shape[channel_axis]
+                pads = [(0, 0)] * 4
+                pads[channel_axis] = (extra // 2, extra - extra // 2)
+                x = jnp.pad(x, pads)
             else:
-                x = Conv(self.features, 1, self.stride, 0, use_bias=False, init="he", name="proj")(x)
+                x = Conv(self.features, 1, self.stride, 0, use_bias=False, init="he", layout=layout, name="proj")(x)
                 x = bn("proj_bn")(x, train)
         return nn.relu(x + y)
 
@@ -98,21 +108,25 @@ class ResNet(nn.Module):
     shortcut: str = "A"
     num_classes: int = 10
     bn_momentum: float = 0.9
+    layout: str = NHWC  # how activations are stored; the parameters are the same in both
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        layout = self.layout
+        x = to_layout(x, layout)
         if self.imagenet_stem:
-            x = Conv(self.widths[0], 7, 2, 3, use_bias=False, init="he", name="conv1")(x)
-            x = BatchNorm(self.bn_momentum, activation="relu", name="bn1")(x, train)
-            x = Pool("max", 3, 2, 1, name="maxpool")(x)
+            x = Conv(self.widths[0], 7, 2, 3, use_bias=False, init="he", layout=layout, name="conv1")(x)
+            x = BatchNorm(self.bn_momentum, activation="relu", layout=layout, name="bn1")(x, train)
+            x = Pool("max", 3, 2, 1, layout=layout, name="maxpool")(x)
         else:
-            x = Conv(self.widths[0], 3, 1, 1, use_bias=False, init="he", name="conv1")(x)
-            x = BatchNorm(self.bn_momentum, activation="relu", name="bn1")(x, train)
+            x = Conv(self.widths[0], 3, 1, 1, use_bias=False, init="he", layout=layout, name="conv1")(x)
+            x = BatchNorm(self.bn_momentum, activation="relu", layout=layout, name="bn1")(x, train)
         for s, (blocks, width) in enumerate(zip(self.stages, self.widths)):
             for b in range(blocks):
                 stride = 2 if s > 0 and b == 0 else 1
-                x = BasicBlock(width, stride, self.shortcut, self.bn_momentum, name=f"stage{s + 1}_{b + 1}")(x, train)
-        x = GlobalPool("avg", name="avgpool")(x)
+                x = BasicBlock(width, stride, self.shortcut, self.bn_momentum, layout,
+                               name=f"stage{s + 1}_{b + 1}")(x, train)
+        x = GlobalPool("avg", layout=layout, name="avgpool")(x)
         return Dense(self.num_classes, name="fc")(x)
 
 
@@ -122,8 +136,9 @@ class ResNet(nn.Module):
 def build(cfg: ResNetConfig, info: DataInfo) -> ResNet:
     if len(info.input_shape) != 3:
         raise UserError(f"model=resnet needs images (N, H, W, C); this dataset's inputs are {info.input_shape}")
+    layout = cfg.layout if cfg.layout != "auto" else (CHWN if jax.default_backend() == "cpu" else NHWC)
     if cfg.variant == "imagenet":
         return ResNet(IMAGENET_STAGES[cfg.depth], (64, 128, 256, 512), True, cfg.option,
-                      info.num_classes or 1000, cfg.bn_momentum)
+                      info.num_classes or 1000, cfg.bn_momentum, layout)
     n = (cfg.depth - 2) // 6
-    return ResNet((n, n, n), (16, 32, 64), False, cfg.option, info.num_classes or 10, cfg.bn_momentum)
+    return ResNet((n, n, n), (16, 32, 64), False, cfg.option, info.num_classes or 10, cfg.bn_momentum, layout)
