@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -41,11 +40,11 @@ class ResNetConfig(ModelConfig):
     variant: str = "cifar"  # cifar: 32x32 inputs; imagenet: the 224x224x3, 1,000-class network (for `show`)
     shortcut: str = "auto"  # A (subsample + zero channels), B (1x1 conv projection); auto: A on cifar, B on imagenet
     bn_momentum: float = 0.9  # running average decay (PyTorch's momentum 0.1)
-    layout: str = "NHWC"  # NHWC (XLA convolutions) | CHWN (patch matmuls, same parameters) | auto: CHWN on CPU, else NHWC
+    layout: str = "NHWC"  # NHWC (XLA convolutions) | CHWN (patch matmuls, same parameters)
 
     def __post_init__(self) -> None:
-        if self.layout not in ("auto", *LAYOUTS):
-            raise UserError(f"bad value for 'model.layout': '{self.layout}'; allowed values: auto, {', '.join(LAYOUTS)}")
+        if self.layout not in LAYOUTS:
+            raise UserError(f"bad value for 'model.layout': '{self.layout}'; allowed values: {', '.join(LAYOUTS)}")
         if self.variant not in VARIANTS:
             raise UserError(f"bad value for 'model.variant': '{self.variant}'; allowed values: {', '.join(VARIANTS)}")
         if self.shortcut not in ("auto", "A", "B"):
@@ -136,7 +135,7 @@ class ResNet(nn.Module):
 def build(cfg: ResNetConfig, info: DataInfo) -> ResNet:
     if len(info.input_shape) != 3:
         raise UserError(f"model=resnet needs images (N, H, W, C); this dataset's inputs are {info.input_shape}")
-    layout = cfg.layout if cfg.layout != "auto" else (CHWN if jax.default_backend() == "cpu" else NHWC)
+    layout = cfg.layout
     if cfg.variant == "imagenet":
         return ResNet(IMAGENET_STAGES[cfg.depth], (64, 128, 256, 512), True, cfg.option,
                       info.num_classes or 1000, cfg.bn_momentum, layout)
