@@ -43,7 +43,7 @@ def nnrun_arm(args) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from lenet5_speed import NnrunTrainer  # the house harness: nnrun's own step and chunks
 
-    overrides = ["data.augment=[]", f"trainer.log_every={args.steps}"]
+    overrides = ["data.augment=[]", f"trainer.log_every={args.steps}", f"model.layout={args.layout}"]
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     trainer = NnrunTrainer(overrides, conf="resnet20_cifar10", batch=BATCH)
@@ -54,7 +54,8 @@ def nnrun_arm(args) -> dict:
     warm = trainer.warm_up()
     rates = [trainer.images_per_s(args.steps) for _ in range(args.windows)]
     return {"framework": "nnrun (JAX/XLA)", "jax": jax.__version__, "backend": jax.default_backend(),
-            "warmup_s": warm, "images_per_s": rates, "params": int(params), "scan": bool(trainer.chunk is not None)}
+            "warmup_s": warm, "images_per_s": rates, "params": int(params), "scan": bool(trainer.chunk is not None),
+            "layout": args.layout}
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -166,7 +167,7 @@ def run_arm(arm: str, args) -> dict:
     # XLA's CPU client uses every core; PyTorch gets as many intra-op threads (--threads)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, __file__, "--arm", arm, "--steps", str(args.steps), "--windows", str(args.windows),
-           "--threads", str(args.threads)] + (["--data-root", args.data_root] if args.data_root else [])
+           "--threads", str(args.threads), "--layout", args.layout] + (["--data-root", args.data_root] if args.data_root else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     if out.returncode:
         raise SystemExit(f"{arm} arm failed:\n{out.stderr[-3000:]}")
@@ -182,6 +183,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads (XLA: all cores)")
     p.add_argument("--data-root", default=os.environ.get("NNRUN_CIFAR10_DIR"),
                    help="a local CIFAR-10 copy (data.root); default: the cache / download")
+    p.add_argument("--layout", choices=("NHWC", "CHWN"), default="NHWC",
+                   help="nnrun's model.layout: XLA convolutions (NHWC) or batch-minor patch matmuls (CHWN)")
     p.add_argument("--note", default="", help="recorded with the results, e.g. 'CPU shared with 6 other jobs'")
     args = p.parse_args()
     if args.arm:
@@ -199,7 +202,7 @@ def main() -> None:
         "benchmark": "resnet20_speed", "time": datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "load_average_at_end": os.getloadavg()},
-        "note": args.note, "batch": BATCH, "steps_per_window": args.steps, "threads": args.threads,
+        "note": args.note, "layout": args.layout, "batch": BATCH, "steps_per_window": args.steps, "threads": args.threads,
         "best_images_per_s": best, "ratio_nnrun_over_torch": best["nnrun"] / best["torch"], "rounds": rounds,
     }
     out = REPO / "benchmarks" / "results" / f"resnet20_speed-{datetime.now():%Y%m%d-%H%M%S}.json"

@@ -164,9 +164,42 @@ def test_the_generator_average_follows_its_decay_and_is_what_samples_come_from()
     assert plain.init(jax.random.key(0), batch).g_ema is None  # the checkpoint tree of runs made before the average
 
 
-def test_a_bad_average_decay_is_one_line(nnrun_main, outputs: Path) -> None:
-    out = nnrun_main("train", "conf=gan_mnist", "trainer.ema=1.5")
-    assert_one_line_error(out, "trainer.ema", "1.5", "[0, 1)")
+def test_r1_penalises_the_discriminators_input_gradient_on_real_images() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.config import validate
+    from experiments.data import load_dataset
+    from experiments.hydra_bridge import compose, task_config
+    from experiments.training import Streams
+    from experiments.training.adversarial import build_steps
+
+    def steps_for(*overrides: str):
+        exp = validate(task_config(compose("gan_mnist", [*TINY_GAN, *overrides])[0]))
+        return build_steps(exp, load_dataset(exp.data))
+
+    steps, plain = steps_for("trainer.r1=10.0"), steps_for("trainer.r1=0")
+    batch = {"x": jnp.asarray(steps.data.train.x[:16])}
+    state = steps.init(jax.random.key(0), batch)
+    real = steps.pixels.to_gan(batch["x"])
+    # one image at a time: the batched penalty must equal the mean squared norm of each logit's own gradient
+    per_image = jax.vmap(jax.grad(lambda x: steps.discriminate(state.d_params, x[None])[0]))(real)
+    expected = np.mean(np.sum(np.asarray(per_image).reshape(16, -1) ** 2, axis=1))
+    penalty = float(steps.r1_penalty(state.d_params, real))
+    assert penalty > 0
+    np.testing.assert_allclose(penalty, expected, rtol=1e-4)
+    # the penalty reaches the discriminator's update and nothing else: same generator step input
+    new, sums = jax.jit(steps.train_step)(state, batch, Streams(jax.random.key(1)))
+    base, base_sums = jax.jit(plain.train_step)(state, batch, Streams(jax.random.key(1)))
+    np.testing.assert_allclose(float(sums["d_loss"]), float(base_sums["d_loss"]) + 16 * 5.0 * penalty, rtol=1e-4)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(base.d_params)))
+
+
+@pytest.mark.parametrize("key, value, hint", [("ema", "1.5", "[0, 1)"), ("r1", "-1", ">= 0")])
+def test_a_bad_average_decay_or_penalty_is_one_line(nnrun_main, outputs: Path, key: str, value: str,
+                                                     hint: str) -> None:
+    out = nnrun_main("train", "conf=gan_mnist", f"trainer.{key}={value}")
+    assert_one_line_error(out, f"trainer.{key}", value, hint)
     assert not (outputs / "gan_mnist").exists()
 
 

@@ -62,6 +62,10 @@ class AdversarialTrainerConfig(TrainerConfig):
     # sample grids, the per-epoch FID and `nnrun eval` draw from the average, which smooths the
     # step-to-step wobble of the adversarial game (Yazici et al. 2019); training is unchanged.
     ema: float = 0.0
+    # Weight gamma of the R1 penalty (Mescheder et al. 2018): gamma/2 * E ||grad_x D(x)||^2 on
+    # real images, added to the discriminator's loss (0 = off). It keeps the discriminator
+    # from sharp, oscillating decision surfaces around the data, which the plain game allows.
+    r1: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +74,8 @@ class AdversarialTrainerConfig(TrainerConfig):
                 raise UserError(f"bad value for 'trainer.{key}': {getattr(self, key)}; it must be >= 1")
         if not 0.0 <= self.ema < 1.0:
             raise UserError(f"bad value for 'trainer.ema': {self.ema}; it must be in [0, 1), e.g. 0.999 (0 = off)")
+        if self.r1 < 0.0:
+            raise UserError(f"bad value for 'trainer.r1': {self.r1}; it must be >= 0, e.g. 1.0 (0 = off)")
         if self.fid_samples < 0 or self.fid_samples == 1:
             raise UserError(f"bad value for 'trainer.fid_samples': {self.fid_samples}; it must be 0 (off) or >= 2")
         if self.classifier and not Path(self.classifier).expanduser().is_dir():
@@ -150,7 +156,10 @@ class AdversarialSteps:
 
         def d_loss_fn(d_params):
             lr, lf = self.discriminate(d_params, real), self.discriminate(d_params, jax.lax.stop_gradient(fake))
-            return jnp.mean(_bce_real(lr)) + jnp.mean(_bce_fake(lf)), (lr, lf)
+            loss = jnp.mean(_bce_real(lr)) + jnp.mean(_bce_fake(lf))
+            if self.cfg.r1:
+                loss = loss + self.cfg.r1 / 2 * self.r1_penalty(d_params, real)
+            return loss, (lr, lf)
 
         (d_loss, (lr, lf)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
         d_updates, d_opt_state = self.tx_d.update(d_grads, state.d_opt_state, state.d_params)
@@ -170,6 +179,11 @@ class AdversarialSteps:
                 "weight": jnp.asarray(b, jnp.float32)}
         return state.replace(g_params=g_params, d_params=d_params, g_opt_state=g_opt_state,
                              d_opt_state=d_opt_state, g_ema=g_ema), sums
+
+    def r1_penalty(self, d_params, real):
+        """E ||grad_x D(x)||^2 over the real batch (each logit depends on its own image only)."""
+        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(d_params, x)))(real)
+        return jnp.mean(jnp.sum(grad_x.reshape(grad_x.shape[0], -1) ** 2, axis=1))
 
     def eval_step(self, state: GANState, batch: dict) -> dict:
         """Both losses on held-out real images against samples of fixed latents."""
