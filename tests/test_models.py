@@ -8,7 +8,8 @@ import pytest
 from experiments.errors import UserError
 from experiments.models import DataInfo, build_model
 from experiments.models.layers import AvgPoolAct, ConvAct
-from experiments.models.patch_conv import CHWN, NHWC, conv_chwn, from_layout, to_layout
+from experiments.models import patch_conv
+from experiments.models.patch_conv import CHWN, NHWC, conv_chwn, conv_nhwc, from_layout, to_layout
 from experiments.models.lenet5 import LeNet5, LeNet5Config
 from experiments.models.rnn import RNNConfig
 from experiments.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
@@ -77,11 +78,16 @@ def _xla_conv(x, w, stride, padding):
     ((2, 11, 10, 2), (3, 2, 2, 4), 2, "SAME"),
     ((2, 11, 11, 2), (3, 3, 2, 4), 2, "VALID"),
 ])
+@pytest.mark.parametrize("impl", ["chwn", "nhwc_per_image", "nhwc"])
 @jax.default_matmul_precision("float32")  # GPUs would otherwise use TF32 in both
-def test_patch_conv_matches_xla_conv_values_and_gradients(shape, kernel, stride, padding):
+def test_patch_conv_matches_xla_conv_values_and_gradients(shape, kernel, stride, padding, impl, monkeypatch):
     x = jax.random.normal(jax.random.key(0), shape)
     w = jax.random.normal(jax.random.key(1), kernel)
-    mine = lambda x, w: from_layout(conv_chwn(to_layout(x, CHWN), w, stride, padding), CHWN)
+    if impl == "chwn":
+        mine = lambda x, w: from_layout(conv_chwn(to_layout(x, CHWN), w, stride, padding), CHWN)  # noqa: E731
+    else:  # XLA's forward, the blocked kernel gradient: one image per block, or the whole batch in one
+        monkeypatch.setattr(patch_conv, "PATCH_BLOCK_BYTES", 1 if impl == "nhwc_per_image" else 1 << 20)
+        mine = lambda x, w: conv_nhwc(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
     ref = lambda x, w: _xla_conv(x, w, stride, padding)
 
     @jax.jit  # one compile per implementation; eager dispatch compiles every op (slow on CPU)

@@ -2,13 +2,15 @@
 `nnrun show` can print a faithful per-layer table for any model built from them."""
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from experiments.models.patch_conv import CHWN, NHWC, conv_chwn
+from experiments.models.patch_conv import CHWN, NHWC, conv_chwn, conv_nhwc
 
 ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     "none": lambda x: x,
@@ -174,7 +176,7 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = PatchConv if self.layout == CHWN else nn.Conv
+        conv = PatchConv if self.layout == CHWN else partial(nn.Conv, conv_general_dilated=conv_nhwc)
         y = conv(self.features, self.kernel, (self.stride, self.stride), conv_padding(self.padding),
                  feature_group_count=self.groups, use_bias=self.use_bias, kernel_init=INITS[self.init],
                  name="conv")(x)
