@@ -16,6 +16,7 @@ of each round) and the ratio nnrun / PyTorch. Writes benchmarks/results/resnet20
     pip install -e '.[bench]'                     # torch==2.13.0, CPU build
     python benchmarks/resnet20_speed.py           # 1 round, 3 windows of 20 steps per arm
     python benchmarks/resnet20_speed.py --rounds 3 --steps 40 --data-root ../shared/data/cifar-10
+    python benchmarks/resnet20_speed.py --layout NHWC ...  # XLA's convolutions instead of patch matmuls
 """
 from __future__ import annotations
 
@@ -183,8 +184,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads (XLA: all cores)")
     p.add_argument("--data-root", default=os.environ.get("NNRUN_CIFAR10_DIR"),
                    help="a local CIFAR-10 copy (data.root); default: the cache / download")
-    p.add_argument("--layout", choices=("NHWC", "CHWN"), default="NHWC",
-                   help="nnrun's model.layout: XLA convolutions (NHWC) or batch-minor patch matmuls (CHWN)")
+    p.add_argument("--layout", choices=("auto", "NHWC", "CHWN"), default="auto",
+                   help="nnrun's model.layout: the config's default (auto: CHWN on CPU), XLA convolutions "
+                        "(NHWC, kernel gradient by blocked patch matmuls on CPU) or batch-minor patch matmuls (CHWN)")
     p.add_argument("--note", default="", help="recorded with the results, e.g. 'CPU shared with 6 other jobs'")
     args = p.parse_args()
     if args.arm:

@@ -219,3 +219,25 @@ def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(sho
     for a, b in zip(jax.tree.leaves((ga, ua)), jax.tree.leaves((gb, ub))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-3 * float(jnp.abs(a).max()) + 1e-6)
     np.testing.assert_allclose(np.asarray(chwn.apply(v, x)), np.asarray(nhwc.apply(v, x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,expected", [("cpu", "CHWN"), ("gpu", "NHWC")])
+def test_resnet_auto_layout_is_patch_matmuls_on_cpu_and_xla_convolutions_elsewhere(backend: str, expected: str,
+                                                                                  monkeypatch) -> None:
+    import jax
+
+    from experiments.models import DataInfo, build_model
+    from experiments.models.resnet import ResNetConfig
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert ResNetConfig().layout == "auto"  # the default
+    assert build_model(ResNetConfig(), DataInfo((32, 32, 3), 10)).layout == expected
+    assert build_model(ResNetConfig(layout="NHWC"), DataInfo((32, 32, 3), 10)).layout == "NHWC"  # an explicit choice holds
+
+
+def test_resnet_rejects_an_unknown_layout_naming_the_choices() -> None:
+    from experiments.errors import UserError
+    from experiments.models.resnet import ResNetConfig
+
+    with pytest.raises(UserError, match=r"model.layout.*'NCHW'.*NHWC, CHWN, auto"):
+        ResNetConfig(layout="NCHW")

@@ -26,7 +26,7 @@ from flax import linen as nn
 from experiments.errors import UserError
 from experiments.models import DataInfo, ModelConfig, register_model
 from experiments.models.layers import BatchNorm, Conv, Dense, GlobalPool, Pool
-from experiments.models.patch_conv import CHWN, LAYOUTS, NHWC, to_layout
+from experiments.models.patch_conv import AUTO, CHWN, LAYOUTS, NHWC, resolve_layout, to_layout
 
 VARIANTS = ("cifar", "imagenet")
 IMAGENET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -40,11 +40,14 @@ class ResNetConfig(ModelConfig):
     variant: str = "cifar"  # cifar: 32x32 inputs; imagenet: the 224x224x3, 1,000-class network (for `show`)
     shortcut: str = "auto"  # A (subsample + zero channels), B (1x1 conv projection); auto: A on cifar, B on imagenet
     bn_momentum: float = 0.9  # running average decay (PyTorch's momentum 0.1)
-    layout: str = "NHWC"  # NHWC (XLA convolutions) | CHWN (patch matmuls, same parameters)
+    # how activations are stored, the parameters the same: NHWC (XLA convolutions), CHWN (patch
+    # matmuls), auto (CHWN on CPU, where it measured faster; NHWC on GPU)
+    layout: str = AUTO
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise UserError(f"bad value for 'model.layout': '{self.layout}'; allowed values: {', '.join(LAYOUTS)}")
+        if self.layout not in (*LAYOUTS, AUTO):
+            raise UserError(f"bad value for 'model.layout': '{self.layout}'; allowed values: "
+                            f"{', '.join((*LAYOUTS, AUTO))}")
         if self.variant not in VARIANTS:
             raise UserError(f"bad value for 'model.variant': '{self.variant}'; allowed values: {', '.join(VARIANTS)}")
         if self.shortcut not in ("auto", "A", "B"):
@@ -135,7 +138,7 @@ class ResNet(nn.Module):
 def build(cfg: ResNetConfig, info: DataInfo) -> ResNet:
     if len(info.input_shape) != 3:
         raise UserError(f"model=resnet needs images (N, H, W, C); this dataset's inputs are {info.input_shape}")
-    layout = cfg.layout
+    layout = resolve_layout(cfg.layout)
     if cfg.variant == "imagenet":
         return ResNet(IMAGENET_STAGES[cfg.depth], (64, 128, 256, 512), True, cfg.option,
                       info.num_classes or 1000, cfg.bn_momentum, layout)
