@@ -53,9 +53,10 @@ def main() -> None:
         for impl in ("xla", "blocked"):
             cmd = [sys.executable, __file__, "--arm", conf, impl, "--steps", str(steps)]
             cmd += ["--data-root", args.data_root] if args.data_root else []
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-            print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"{conf} {impl} failed: {out.stderr[-500:]}",
-                  flush=True)
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+            failed = f"{conf} {impl} failed: {out.stderr[-500:]}"
+            print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else failed, flush=True)
 
 
 if __name__ == "__main__":

@@ -168,7 +168,8 @@ def run_arm(arm: str, args) -> dict:
     # XLA's CPU client uses every core; PyTorch gets as many intra-op threads (--threads)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, __file__, "--arm", arm, "--steps", str(args.steps), "--windows", str(args.windows),
-           "--threads", str(args.threads), "--layout", args.layout] + (["--data-root", args.data_root] if args.data_root else [])
+           "--threads", str(args.threads), "--layout", args.layout]
+    cmd += ["--data-root", args.data_root] if args.data_root else []
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     if out.returncode:
         raise SystemExit(f"{arm} arm failed:\n{out.stderr[-3000:]}")
@@ -204,7 +205,8 @@ def main() -> None:
         "benchmark": "resnet20_speed", "time": datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "load_average_at_end": os.getloadavg()},
-        "note": args.note, "layout": args.layout, "batch": BATCH, "steps_per_window": args.steps, "threads": args.threads,
+        "note": args.note, "layout": args.layout, "batch": BATCH, "steps_per_window": args.steps,
+        "threads": args.threads,
         "best_images_per_s": best, "ratio_nnrun_over_torch": best["nnrun"] / best["torch"], "rounds": rounds,
     }
     out = REPO / "benchmarks" / "results" / f"resnet20_speed-{datetime.now():%Y%m%d-%H%M%S}.json"

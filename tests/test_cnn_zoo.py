@@ -232,7 +232,8 @@ def test_resnet_auto_layout_is_patch_matmuls_on_cpu_and_xla_convolutions_elsewhe
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     assert ResNetConfig().layout == "auto"  # the default
     assert build_model(ResNetConfig(), DataInfo((32, 32, 3), 10)).layout == expected
-    assert build_model(ResNetConfig(layout="NHWC"), DataInfo((32, 32, 3), 10)).layout == "NHWC"  # an explicit choice holds
+    explicit = build_model(ResNetConfig(layout="NHWC"), DataInfo((32, 32, 3), 10))
+    assert explicit.layout == "NHWC"  # an explicit choice holds
 
 
 def test_resnet_rejects_an_unknown_layout_naming_the_choices() -> None:

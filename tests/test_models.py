@@ -87,7 +87,8 @@ def test_patch_conv_matches_xla_conv_values_and_gradients(shape, kernel, stride,
         mine = lambda x, w: from_layout(conv_chwn(to_layout(x, CHWN), w, stride, padding), CHWN)  # noqa: E731
     else:  # XLA's forward, the blocked kernel gradient: one image per block, or the whole batch in one
         monkeypatch.setattr(patch_conv, "PATCH_BLOCK_BYTES", 1 if impl == "nhwc_per_image" else 1 << 20)
-        mine = lambda x, w: conv_nhwc(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+        def mine(x, w):
+            return conv_nhwc(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ref = lambda x, w: _xla_conv(x, w, stride, padding)
 
     @jax.jit  # one compile per implementation; eager dispatch compiles every op (slow on CPU)

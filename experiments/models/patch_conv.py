@@ -138,8 +138,10 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
     (cuDNN's kernel gradient is fast) and cases other than a plain stride-1 NHWC/HWIO
     convolution go to lax unchanged."""
     dims = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or _NHWC_DIMS)
-    plain = (jax.default_backend() == "cpu" and dims == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_DIMS)
-             and tuple(window_strides) == (1, 1) and feature_group_count == 1 and not kwargs.get("batch_group_count", 1) - 1
+    plain = (jax.default_backend() == "cpu"
+             and dims == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_DIMS)
+             and tuple(window_strides) == (1, 1) and feature_group_count == 1
+             and kwargs.get("batch_group_count", 1) == 1
              and all(d in (None, 1) or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation)))
     if not plain:
         return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,

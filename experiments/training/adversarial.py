@@ -63,8 +63,8 @@ class AdversarialTrainerConfig(TrainerConfig):
     # step-to-step wobble of the adversarial game (Yazici et al. 2019); training is unchanged.
     ema: float = 0.0
     # Weight gamma of the R1 penalty (Mescheder et al. 2018): gamma/2 * E ||grad_x D(x)||^2 on
-    # real images, added to the discriminator's loss (0 = off). It keeps the discriminator
-    # from sharp, oscillating decision surfaces around the data, which the plain game allows.
+    # real images, added to the discriminator's loss and its d_loss metric (0 = off). It keeps
+    # the discriminator from sharp, oscillating decision surfaces around the data.
     r1: float = 0.0
 
     def __post_init__(self) -> None:
