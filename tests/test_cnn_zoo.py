@@ -213,8 +213,9 @@ def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(sho
                                mutable=["batch_stats"])
         return (out ** 2).sum(), upd
 
-    (la, ua), ga = jax.value_and_grad(lambda p: loss(nhwc, p), has_aux=True)(v["params"])
-    (lb, ub), gb = jax.value_and_grad(lambda p: loss(chwn, p), has_aux=True)(v["params"])
+    # jitted: op-by-op dispatch of the patch convolutions' pieces took most of this test's time
+    (la, ua), ga = jax.jit(jax.value_and_grad(lambda p: loss(nhwc, p), has_aux=True))(v["params"])
+    (lb, ub), gb = jax.jit(jax.value_and_grad(lambda p: loss(chwn, p), has_aux=True))(v["params"])
     assert float(lb) == pytest.approx(float(la), rel=1e-5)
     for a, b in zip(jax.tree.leaves((ga, ua)), jax.tree.leaves((gb, ub))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-3 * float(jnp.abs(a).max()) + 1e-6)
