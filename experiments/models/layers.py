@@ -184,8 +184,8 @@ class Conv(nn.Module):
 
 class PatchConv(nn.Module):
     """nn.Conv's parameters (an HWIO kernel of in/groups inputs, a bias) and maths, on CHWN
-    activations, each group one patch matmul (patch_conv.py explains why this layout can pay
-    on XLA-CPU; for ResNet-20 it is not yet measured: docs/results.md)."""
+    activations, each group one patch matmul (patch_conv.py explains why this layout pays on
+    XLA-CPU; ResNet-20's measurement is in docs/results.md)."""
 
     features: int
     kernel_size: tuple[int, int]

@@ -74,14 +74,16 @@ def _col2im(d_patches: jnp.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, 
     return jax.lax.optimization_barrier(dx)
 
 
-def _pad(x: jnp.ndarray, kh: int, kw: int, stride: int, padding) -> tuple[jnp.ndarray, list]:
-    """`padding`: VALID, SAME, or explicit ((top, bottom), (left, right)) as lax takes it."""
-    if padding == "VALID":
-        return x, [(0, 0), (0, 0)]
+def _explicit_pads(hw: tuple[int, int], kh: int, kw: int, stride: int, padding) -> tuple:
+    """`padding` -- VALID, SAME, or explicit ((top, bottom), (left, right)) as lax takes it --
+    as explicit pairs of ints (hashable, for custom_vjp's static arguments)."""
     if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (stride, stride), padding)
-    else:
-        pads = [tuple(p) for p in padding]
+        padding = jax.lax.padtype_to_pads(hw, (kh, kw), (stride, stride), padding)
+    return tuple(tuple(int(v) for v in p) for p in padding)
+
+
+def _pad(x: jnp.ndarray, kh: int, kw: int, stride: int, padding) -> tuple[jnp.ndarray, tuple]:
+    pads = _explicit_pads(x.shape[1:3], kh, kw, stride, padding)
     return jnp.pad(x, ((0, 0), *pads, (0, 0))), pads
 
 
@@ -146,9 +148,7 @@ def conv_nhwc(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
     if not plain:
         return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                             dimension_numbers, feature_group_count, **kwargs)
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-    return _conv_nhwc(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
+    return _conv_nhwc(lhs, rhs, _explicit_pads(lhs.shape[1:3], *rhs.shape[:2], 1, padding))
 
 
 def _xla_conv(x, kernel, padding):

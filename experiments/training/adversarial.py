@@ -155,11 +155,12 @@ class AdversarialSteps:
         fake = self.generate(state.g_params, z)
 
         def d_loss_fn(d_params):
-            lr, lf = self.discriminate(d_params, real), self.discriminate(d_params, jax.lax.stop_gradient(fake))
-            loss = jnp.mean(_bce_real(lr)) + jnp.mean(_bce_fake(lf))
-            if self.cfg.r1:
-                loss = loss + self.cfg.r1 / 2 * self.r1_penalty(d_params, real)
-            return loss, (lr, lf)
+            if self.cfg.r1:  # one forward pass on the real batch serves its logits and the penalty
+                lr, penalty = self.logits_and_r1(d_params, real)
+            else:
+                lr, penalty = self.discriminate(d_params, real), 0.0
+            lf = self.discriminate(d_params, jax.lax.stop_gradient(fake))
+            return jnp.mean(_bce_real(lr)) + jnp.mean(_bce_fake(lf)) + self.cfg.r1 / 2 * penalty, (lr, lf)
 
         (d_loss, (lr, lf)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
         d_updates, d_opt_state = self.tx_d.update(d_grads, state.d_opt_state, state.d_params)
@@ -181,9 +182,15 @@ class AdversarialSteps:
                              d_opt_state=d_opt_state, g_ema=g_ema), sums
 
     def r1_penalty(self, d_params, real):
-        """E ||grad_x D(x)||^2 over the real batch (each logit depends on its own image only)."""
-        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(d_params, x)))(real)
-        return jnp.mean(jnp.sum(grad_x.reshape(grad_x.shape[0], -1) ** 2, axis=1))
+        """E ||grad_x D(x)||^2 over the real batch."""
+        return self.logits_and_r1(d_params, real)[1]
+
+    def logits_and_r1(self, d_params, real):
+        """The real batch's logits and the R1 penalty, from one forward pass. Pulling back ones
+        gives each image its own logit's gradient: a logit depends on its own image only."""
+        logits, pullback = jax.vjp(lambda x: self.discriminate(d_params, x), real)
+        (grad_x,) = pullback(jnp.ones_like(logits))
+        return logits, jnp.mean(jnp.sum(grad_x.reshape(grad_x.shape[0], -1) ** 2, axis=1))
 
     def eval_step(self, state: GANState, batch: dict) -> dict:
         """Both losses on held-out real images against samples of fixed latents."""
