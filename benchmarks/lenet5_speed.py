@@ -58,6 +58,7 @@ class NnrunTrainer:
         from experiments.data import load_dataset
         from experiments.hydra_bridge import compose, task_config
         from experiments.training import driver as d
+        from experiments.training.parallel import Placement, batch_mesh
 
         self.jax, self.d = jax, d
         self.batch = batch
@@ -66,22 +67,23 @@ class NnrunTrainer:
         self.steps = d.build_steps(self.exp, self.data)
         self.steps_per_epoch = d.steps_per_epoch(self.exp, self.data)
         self.key = jax.random.key(self.exp.seed)
-        self.hp = {"key": self.key}
-        step = d.make_step(lambda h: self.steps, self.data.train, batch, self.exp.data.augment)
+        self.placement = Placement(batch_mesh(self.exp.trainer.devices, batch))  # as `nnrun train` splits a batch
+        self.hp = self.placement.replicate({"key": self.key})
+        step = d.make_step(lambda h: self.steps, self.data.train, batch, self.exp.data.augment, self.placement)
         self.step = jax.jit(step, donate_argnums=0)
         self.chunk_len = chunk or self.exp.trainer.log_every
         scan = d.scan_pays(self.exp) if scan is None else scan
         self.chunk = jax.jit(d.make_chunk(step, self.chunk_len), donate_argnums=0) if scan else None
-        self.arrays = d.place_data(self.data.train.device_arrays())
+        self.arrays = self.placement.replicate(self.data.train.device_arrays())
         self.reset()
-        self.evaluator = d.Evaluator(self.steps, 1000)
+        self.evaluator = d.Evaluator(self.steps, 1000, placement=self.placement)
 
     def reset(self) -> None:
         """The state at step 0, as `nnrun train` starts from."""
-        self.state = self.d.place_state(self.d.initial_state(self.steps, self.key, self.data))
+        self.state = self.placement.replicate(self.d.initial_state(self.steps, self.key, self.data))
 
     def plan(self, epoch: int) -> dict:
-        return self.d.epoch_plan(self.key, epoch, len(self.data.train), self.data.train)
+        return self.placement.replicate(self.d.epoch_plan(self.key, epoch, len(self.data.train), self.data.train))
 
     def warm_up(self) -> float:
         """Compile what the loop uses (with scan on, the step too: it runs an epoch's

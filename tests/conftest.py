@@ -23,6 +23,9 @@ from typing import Callable, Optional
 
 import pytest
 
+# two CPU devices on any machine (JAX reads this when it starts; experiments/__init__.py would
+# take one per core), so tests of a batch split over devices do not depend on the CI machine
+os.environ["JAX_NUM_CPU_DEVICES"] = "2"
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _jax_cache = tempfile.mkdtemp(prefix="nnrun-tests-xla-cache-")
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)

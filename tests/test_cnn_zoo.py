@@ -204,8 +204,9 @@ def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(sho
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
     nhwc = ResNet((1, 1, 1), (4, 8, 16), stem, shortcut, 10, 0.9, "NHWC")
     chwn = nhwc.clone(layout="CHWN")
-    v = nhwc.init(jax.random.key(0), x)
-    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(chwn.init(jax.random.key(0), x))):
+    # everything jitted: op-by-op dispatch of the patch convolutions' pieces took most of this test's time
+    v = jax.jit(nhwc.init)(jax.random.key(0), x)
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(jax.jit(chwn.init)(jax.random.key(0), x))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     def loss(model, params):
@@ -213,13 +214,13 @@ def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(sho
                                mutable=["batch_stats"])
         return (out ** 2).sum(), upd
 
-    # jitted: op-by-op dispatch of the patch convolutions' pieces took most of this test's time
     (la, ua), ga = jax.jit(jax.value_and_grad(lambda p: loss(nhwc, p), has_aux=True))(v["params"])
     (lb, ub), gb = jax.jit(jax.value_and_grad(lambda p: loss(chwn, p), has_aux=True))(v["params"])
     assert float(lb) == pytest.approx(float(la), rel=1e-5)
     for a, b in zip(jax.tree.leaves((ga, ua)), jax.tree.leaves((gb, ub))):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-3 * float(jnp.abs(a).max()) + 1e-6)
-    np.testing.assert_allclose(np.asarray(chwn.apply(v, x)), np.asarray(nhwc.apply(v, x)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(chwn.apply)(v, x)), np.asarray(jax.jit(nhwc.apply)(v, x)),
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("backend,expected", [("cpu", "CHWN"), ("gpu", "NHWC")])

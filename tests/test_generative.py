@@ -150,18 +150,18 @@ def test_the_generator_average_follows_its_decay_and_is_what_samples_come_from()
 
     steps = steps_for("trainer.ema=0.75")
     batch = {"x": jnp.asarray(steps.data.train.x[:50])}
-    state = steps.init(jax.random.key(0), batch)
+    state = jax.jit(steps.init)(jax.random.key(0), batch)  # jitted: eager init dispatches op by op (15 s)
     leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]  # noqa: E731
     assert all(np.array_equal(a, b) for a, b in zip(leaves(state.g_ema), leaves(state.g_params)))
     new, _ = jax.jit(steps.train_step)(state, batch, Streams(jax.random.key(1)))
     for old, g, avg in zip(leaves(state.g_params), leaves(new.g_params), leaves(new.g_ema)):
         np.testing.assert_allclose(avg, 0.75 * old + 0.25 * g, rtol=1e-5, atol=1e-7)
     assert any(not np.allclose(a, b) for a, b in zip(leaves(new.g_ema), leaves(new.g_params)))
-    drawn = np.asarray(steps.outputs(new, None))
-    np.testing.assert_allclose(drawn, np.asarray(steps.generate(new.g_ema, new.fixed_z)), atol=1e-6)
+    drawn = np.asarray(jax.jit(steps.outputs)(new, None))
+    np.testing.assert_allclose(drawn, np.asarray(jax.jit(steps.generate)(new.g_ema, new.fixed_z)), atol=1e-6)
 
     plain = steps_for("trainer.ema=0")
-    assert plain.init(jax.random.key(0), batch).g_ema is None  # the checkpoint tree of runs made before the average
+    assert jax.eval_shape(plain.init, jax.random.key(0), batch).g_ema is None  # the checkpoint tree of runs made before the average
 
 
 def test_r1_penalises_the_discriminators_input_gradient_on_real_images() -> None:
@@ -180,12 +180,12 @@ def test_r1_penalises_the_discriminators_input_gradient_on_real_images() -> None
 
     steps, plain = steps_for("trainer.r1=10.0"), steps_for("trainer.r1=0")
     batch = {"x": jnp.asarray(steps.data.train.x[:16])}
-    state = steps.init(jax.random.key(0), batch)
+    state = jax.jit(steps.init)(jax.random.key(0), batch)  # jitted: eager init dispatches op by op
     real = steps.pixels.to_gan(batch["x"])
     # one image at a time: the batched penalty must equal the mean squared norm of each logit's own gradient
-    per_image = jax.vmap(jax.grad(lambda x: steps.discriminate(state.d_params, x[None])[0]))(real)
+    per_image = jax.jit(jax.vmap(jax.grad(lambda x: steps.discriminate(state.d_params, x[None])[0])))(real)
     expected = np.mean(np.sum(np.asarray(per_image).reshape(16, -1) ** 2, axis=1))
-    penalty = float(steps.r1_penalty(state.d_params, real))
+    penalty = float(jax.jit(steps.r1_penalty)(state.d_params, real))
     assert penalty > 0
     np.testing.assert_allclose(penalty, expected, rtol=1e-4)
     # the penalty reaches the discriminator's update and nothing else: same generator step input

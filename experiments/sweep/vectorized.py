@@ -123,6 +123,8 @@ def _loop_reason(exp: Experiment) -> str:
         return f"the {exp.trainer.name} trainer is not vectorised"
     if exp.resume:
         return "a resumed run continues alone"
+    if exp.trainer.devices != 1:
+        return "a run that splits its batches over devices (trainer.devices) trains alone"
     return ""
 
 

@@ -35,6 +35,7 @@ class TrainerConfig:
     log_every: int = 100  # steps per chunk: metrics reach the host once per chunk
     scan: Optional[bool] = None  # full chunks as lax.scan programs; null: yes, except convolutions on CPU (driver.scan_pays)
     max_steps: Optional[int] = None  # stop after this many steps in total (smoke runs)
+    devices: Optional[int] = 1  # split each batch over this many devices; null: every CPU core (training/parallel.py)
     checkpoint_every: int = 1  # epochs between periodic checkpoints
     keep: int = 3  # periodic checkpoints kept
     best_metric: Optional[str] = None  # validation metric that picks the best checkpoint; null = the objective's first
@@ -49,8 +50,24 @@ class TrainerConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep"):
             if getattr(self, key) < 1:
                 raise UserError(f"bad value for 'trainer.{key}': {getattr(self, key)}; it must be >= 1")
+        if self.devices is not None:
+            self._check_devices(UserError)
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"bad value for 'trainer.max_steps': {self.max_steps}; it must be >= 1 or null")
+
+
+    def _check_devices(self, UserError: type) -> None:
+        if self.devices < 1:
+            raise UserError(f"bad value for 'trainer.devices': {self.devices}; it must be >= 1 or null")
+        if self.devices == 1:
+            return
+        if self.batch_size % self.devices:
+            raise UserError(f"trainer.batch_size={self.batch_size} does not split over trainer.devices={self.devices}; "
+                            f"use a batch size divisible by {self.devices}, or trainer.devices=null")
+        have = jax.local_devices()
+        if self.devices > len(have):
+            raise UserError(f"trainer.devices={self.devices} but this machine has {len(have)} {jax.default_backend()} "
+                            f"device(s); set trainer.devices to at most {len(have)}, or null")
 
 
 class Streams(struct.PyTreeNode):

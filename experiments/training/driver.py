@@ -33,6 +33,7 @@ from experiments.errors import NonFiniteLossError, UserError
 from experiments.objectives import Metric, Objective
 from experiments.runs import Run, StopRequest
 from experiments.training import TRAINERS, Steps, Streams, best_metric
+from experiments.training.parallel import Placement, batch_mesh
 from experiments.training.progress import TrainProgress
 from experiments.writers import open_writers
 
@@ -43,19 +44,6 @@ class LoopState(struct.PyTreeNode):
     sums: dict  # the objective's metric sums over the current epoch
     chunk_sums: dict  # `sums` when the current logging chunk began (a resume mid-chunk logs it whole)
     first_bad_step: jax.Array  # first step (1-based, like `step` after it) with a non-finite loss, -1 if none
-
-
-# ----------------------------------------------------------------------------- device placement
-# The one place where data and state meet devices: data parallelism over several devices
-# (jax.sharding: batch axis sharded, state replicated) is a change to these two functions.
-
-
-def place_data(arrays: dict) -> dict:
-    return {k: jax.device_put(v) for k, v in arrays.items()}
-
-
-def place_state(state: Any) -> Any:
-    return jax.device_put(state)
 
 
 # ----------------------------------------------------------------------------- keys
@@ -84,14 +72,16 @@ def step_streams(key: jax.Array, step: jax.Array) -> Streams:
 # ----------------------------------------------------------------------------- the step
 
 
-def make_step(steps_for: Callable[[dict], Steps], split: Split, batch_size: int, augment_ops: list) -> Callable:
-    """A pure step: (state, hp, data arrays, epoch plan, i) -> state, training on batch i of the plan."""
+def make_step(steps_for: Callable[[dict], Steps], split: Split, batch_size: int, augment_ops: list,
+              placement: Placement = Placement()) -> Callable:
+    """A pure step: (state, hp, data arrays, epoch plan, i) -> state, training on batch i of the
+    plan (split over the placement's devices)."""
 
     def step(state: LoopState, hp: dict, arrays: dict, plan: dict, i) -> LoopState:
         steps = steps_for(hp)
         rngs = step_streams(hp["key"], state.step)
         idx = jax.lax.dynamic_slice_in_dim(plan["order"], i * batch_size, batch_size)
-        batch = split.gather(arrays, idx, plan["phase"])
+        batch = placement.shard_batch(split.gather(arrays, idx, plan["phase"]), batch_size)
         if augment_ops:
             batch = {**batch, "x": augment(augment_ops, rngs["augment"], batch["x"])}
         inner, sums = steps.train_step(state.inner, batch, rngs)
@@ -158,8 +148,8 @@ class Evaluator:
     targets of any shape need no padding of their own and a last partial batch no
     recompilation."""
 
-    def __init__(self, steps: Steps, batch_size: int, scan: bool = True):
-        self.steps, self.batch_size, self.scan = steps, batch_size, scan
+    def __init__(self, steps: Steps, batch_size: int, scan: bool = True, placement: Placement = Placement()):
+        self.steps, self.batch_size, self.scan, self.placement = steps, batch_size, scan, placement
         self._placed: dict[int, tuple] = {}
         self._fns: dict[int, Callable] = {}
 
@@ -167,9 +157,9 @@ class Evaluator:
         key = id(split)
         if key not in self._fns and not self.scan:  # one dispatch per batch (see scan_pays)
             def one(state, arrays, b, v):
-                return self.steps.eval_step(state, {**split.gather(arrays, b), "_valid": v})
+                return self.steps.eval_step(state, self._batch(split, arrays, b, v))
 
-            one = jax.jit(one)
+            one = self.placement.one_at_a_time(jax.jit(one))
 
             def stepped(state, arrays, idx, valid):
                 sums = [one(state, arrays, idx[i], valid[i]) for i in range(idx.shape[0])]
@@ -180,15 +170,18 @@ class Evaluator:
             def evaluate(state, arrays, idx, valid):
                 def body(acc, batch_idx):
                     b, v = batch_idx
-                    batch = {**split.gather(arrays, b), "_valid": v}
+                    batch = self._batch(split, arrays, b, v)
                     return jax.tree.map(jnp.add, acc, self.steps.eval_step(state, batch)), None
 
-                first = {**split.gather(arrays, idx[0]), "_valid": valid[0]}
+                first = self._batch(split, arrays, idx[0], valid[0])
                 zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(self.steps.eval_step, state, first))
                 return jax.lax.scan(body, zeros, (idx, valid))[0]
 
-            self._fns[key] = jax.jit(evaluate)
+            self._fns[key] = self.placement.one_at_a_time(jax.jit(evaluate))
         return self._fns[key]
+
+    def _batch(self, split: Split, arrays: dict, idx, valid) -> dict:
+        return self.placement.shard_batch({**split.gather(arrays, idx), "_valid": valid}, idx.shape[0])
 
     def _batches(self, split: Split) -> tuple:
         key = id(split)
@@ -199,8 +192,8 @@ class Evaluator:
             idx = np.arange(nb * b)
             valid = (idx < n).astype(np.float32)
             idx = np.where(idx < n, idx, 0).astype(np.int32)
-            self._placed[key] = (place_data(split.device_arrays()), jnp.asarray(idx.reshape(nb, b)),
-                                 jnp.asarray(valid.reshape(nb, b)))
+            self._placed[key] = self.placement.replicate((split.device_arrays(), idx.reshape(nb, b),
+                                                          valid.reshape(nb, b)))
         return self._placed[key]
 
     def __call__(self, state: Any, split: Split) -> dict[str, float]:
@@ -277,13 +270,13 @@ class Lane:
         self.writers.write(record)
 
 
-def _summary_fields(lane: Lane, status: str, step: int, steps_per_epoch: int, scan: bool) -> dict:
+def _summary_fields(lane: Lane, status: str, step: int, steps_per_epoch: int, scan: bool, devices: int) -> dict:
     h, objective = lane.history, lane.steps.objective
     return {"status": status, "objective": lane.exp.objective.name if lane.exp.objective else None,
             "metrics": {m.name: m.direction for m in objective.metrics}, "best_metric": h.metric.name,
             "epochs_done": step / steps_per_epoch, "steps_done": step, "steps_per_epoch": steps_per_epoch,
             "best": h.best_metrics, "final": {"val": h.last_val}, "backend": jax.default_backend(), "scan": scan,
-            "first_chunk_s": h.first_chunk_s}
+            "first_chunk_s": h.first_chunk_s, "devices": devices}  # a batch's split: results agree up to rounding
 
 
 # ----------------------------------------------------------------------------- setup
@@ -393,6 +386,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
     fields (None for a failed lane)."""
     vectorized = len(exps) > 1
     t = exps[0].trainer
+    placement = Placement(batch_mesh(t.devices, t.batch_size, vectorized))
     entry = TRAINERS.get(t.name)
     data = load_dataset(exps[0].data)
     spe = steps_per_epoch(exps[0], data)
@@ -412,12 +406,12 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         step = jax.vmap(step, in_axes=(0, 0, None, 0, None))
     else:
         hp = {"key": lanes[0].key}
-        step = make_step(lambda h: ref, data.train, t.batch_size, exps[0].data.augment)
-    step_fn = jax.jit(step, donate_argnums=0)
+        step = make_step(lambda h: ref, data.train, t.batch_size, exps[0].data.augment, placement)
+    step_fn = placement.one_at_a_time(jax.jit(step, donate_argnums=0))
     scan = scan_pays(exps[0], data)
-    chunk_fn = jax.jit(make_chunk(step, t.log_every), donate_argnums=0) if scan else None
+    chunk_fn = placement.one_at_a_time(jax.jit(make_chunk(step, t.log_every), donate_argnums=0)) if scan else None
     lane_state = (lambda s, k: _lane_state(s, k)) if vectorized else (lambda s, k: s)
-    evaluator = Evaluator(ref, t.eval_batch_size, scan)
+    evaluator = Evaluator(ref, t.eval_batch_size, scan, placement)
 
     with _LaneFiles(lanes, t):
         # ---- initial state, or the one restored for resume
@@ -425,8 +419,8 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
         states = [init(lane.key) for lane in lanes]
         if exps[0].resume:
             states[0] = _restore_for_resume(lanes[0], states[0])
-        state = place_state(_stack(states) if vectorized else states[0])
-        arrays = place_data(data.train.device_arrays())
+        state = placement.replicate(_stack(states) if vectorized else states[0])
+        arrays, hp = placement.replicate((data.train.device_arrays(), hp))
 
         step_i = int(states[0].step)
         start_epoch, start_i = divmod(step_i, spe)
@@ -438,7 +432,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                 if step_i >= total_steps or not any(lane.alive for lane in lanes):
                     break
                 plans = [epoch_plan(lane.key, epoch, len(data.train), data.train) for lane in lanes]
-                plan = _stack(plans) if vectorized else plans[0]
+                plan = placement.replicate(_stack(plans) if vectorized else plans[0])
                 i = start_i if epoch == start_epoch else 0
                 if i == 0:
                     state = _zero_sums(state)
@@ -473,7 +467,7 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
                 if i == spe or finished:
                     periodic = finished or (epoch + 1) % t.checkpoint_every == 0
                     vals = [_end_epoch(lane, lane_state(state, k), sums[k], epoch_done, step_i, data, evaluator,
-                                       is_partial=i < spe, periodic=periodic)
+                                       placement, is_partial=i < spe, periodic=periodic)
                             for k, lane in enumerate(lanes) if lane.alive]
                     progress.end_epoch(epoch + 1, vals[0] if len(vals) == 1 else None)
                 if stop and not finished:
@@ -490,13 +484,13 @@ def train_lanes(exps: list[Experiment], runs: list[Run], stop: StopRequest,
             if not lane.alive:
                 results.append(None)
                 continue
-            result = _summary_fields(lane, status, step_i, spe, scan)
+            result = _summary_fields(lane, status, step_i, spe, scan, placement.devices)
             result["examples_per_s"] = steady.rate and steady.rate / len(lanes)  # steady state, per run
             if status == "completed":
                 chosen, tests = _test_results(lane, lane_state(state, k), step_i, data, evaluator)
                 result.update(tests)
                 if lane.exp.trainer.plots:  # the figures show the parameters that `test` scores
-                    _draw_figures_quietly(lane, chosen.inner, data)
+                    _draw_figures_quietly(lane, placement.gather(chosen.inner), data)
             else:
                 result["interrupted_by"] = stop.name
             results.append(result)
@@ -584,14 +578,14 @@ def _log_chunk(lane: Lane, objective: Objective, sums: dict, prev: dict, elapsed
 
 
 def _end_epoch(lane: Lane, state: LoopState, sums: dict, epoch_done: float, step: int, data: Dataset,
-               evaluator: Evaluator, is_partial: bool, periodic: bool) -> Optional[dict]:
+               evaluator: Evaluator, placement: Placement, is_partial: bool, periodic: bool) -> Optional[dict]:
     """Validate, log the epoch, and save the `last` (if `periodic`) and `best` checkpoints.
     Returns the validation metrics (None without a validation split)."""
     train_metrics = lane.steps.objective.finalize(sums)
     val = evaluator(state.inner, data.val) if data.val is not None else None
     # a trainer's own epoch-end measures (a GAN's sample grid and Frechet distance) join the record
     end_epoch = getattr(lane.steps, "end_epoch", None)
-    extra = end_epoch(state.inner, epoch_done, lane.run) if end_epoch is not None else {}
+    extra = end_epoch(placement.gather(state.inner), epoch_done, lane.run) if end_epoch is not None else {}
     val = {**val, **extra} if val else val
     record = {"step": step, "epoch": epoch_done, "split": "val" if val else "train_epoch",
               **(val or {**train_metrics, **extra}),

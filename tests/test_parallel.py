@@ -1,0 +1,65 @@
+"""A batch split over several devices (trainer.devices, experiments/training/parallel.py):
+the same training as on one device up to rounding, the rules of `null` (auto), and bad
+values as one-line errors before a run exists. The test process has two CPU devices
+(conftest.py sets JAX_NUM_CPU_DEVICES=2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import TINY, assert_one_line_error, read_json, read_metrics
+from experiments.training.parallel import batch_mesh
+
+# 15 steps in chunks of 4: the epoch ends with 3 steps dispatched one by one, the
+# path on which two programs in flight once deadlocked XLA-CPU's collectives
+LSTM = [*TINY, "trainer.epochs=1", "trainer.log_every=4", "model.hidden=32"]
+
+
+def _train(nnrun_cli, run_dir: Path, *overrides: str) -> dict:
+    result = nnrun_cli("train", "conf=lstm_mnist", *LSTM, *overrides, f"hydra.run.dir={run_dir}")
+    assert result.code == 0, result.out
+    return read_json(run_dir / "summary.json")
+
+
+def test_a_batch_split_over_two_devices_trains_as_one_device_does(nnrun_cli, tmp_path: Path) -> None:
+    one = _train(nnrun_cli, tmp_path / "one", "trainer.devices=1")
+    two = _train(nnrun_cli, tmp_path / "two", "trainer.devices=2")
+    assert (one["devices"], two["devices"]) == (1, 2)
+    losses = [[r["loss"] for r in read_metrics(tmp_path / d) if r["split"] == "train"] for d in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) >= 4
+    np.testing.assert_allclose(losses[1], losses[0], rtol=2e-3)  # every chunk
+    assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=2e-3)
+    assert abs(two["test"]["accuracy"] - one["test"]["accuracy"]) <= 0.003
+
+
+def test_auto_splits_over_the_cpu_cores_when_they_divide_the_batch(monkeypatch) -> None:
+    assert len(jax.local_devices()) == 2
+    assert batch_mesh(None, 128).size == 2  # null: auto
+    assert batch_mesh(None, 125) is None  # does not divide
+    assert batch_mesh(None, 128, vectorized=True) is None  # a vmapped group stays on one device
+    assert batch_mesh(1, 128) is None
+    assert batch_mesh(2, 128).size == 2
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert batch_mesh(None, 128) is None  # auto is for CPU cores only; a number asks on any backend
+
+
+def test_trials_that_split_their_batches_are_not_vectorised() -> None:
+    from experiments.sweep.vectorized import _loop_reason, experiment
+
+    assert "trainer.devices" in _loop_reason(experiment("lstm_mnist", ("trainer.devices=2",)))
+    assert _loop_reason(experiment("lstm_mnist", ("trainer.devices=1",))) == ""
+
+
+@pytest.mark.parametrize("value, fragments", [
+    ("3", ("trainer.batch_size=128", "trainer.devices=3", "divisible by 3")),
+    ("4", ("trainer.devices=4", "has 2 cpu device(s)", "at most 2")),
+    ("0", ("'trainer.devices'", ">= 1 or null")),
+])
+def test_a_bad_device_count_is_one_line_before_a_run_exists(nnrun_main, outputs: Path, value: str,
+                                                            fragments: tuple) -> None:
+    out = nnrun_main("train", "conf=lstm_mnist", f"trainer.devices={value}")
+    assert_one_line_error(out, *fragments)
+    assert not (outputs / "lstm_mnist").exists()
