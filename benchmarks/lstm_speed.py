@@ -4,7 +4,8 @@ process, rounds interleaved so that machine noise hits every arm alike.
 Arms (all: LSTM 28 -> 128 units over 28 rows of MNIST, last output -> dense 10, softmax
 cross-entropy, Adam with global-norm clipping 1.0, batch 128, the same MNIST training images):
 - `nnrun`: the real thing: `conf=lstm_mnist`'s step through the driver (make_step,
-  make_chunk: `trainer.log_every` steps per compiled lax.scan), as `nnrun train` runs it.
+  make_chunk: `trainer.log_every` steps per compiled lax.scan), as `nnrun train` runs it,
+  with the config's `trainer.devices` (null: the batch split over the CPU cores).
 - `torch`: nn.LSTM(batch_first) + nn.Linear, torch.optim.Adam, clip_grad_norm_, one
   Python step per batch, torch's threads = this machine's cores (XLA's pool uses them all).
 - levers (`--levers`): the same step written in plain JAX, one variable at a time, chunked
@@ -270,6 +271,7 @@ def main() -> None:
     p.add_argument("--levers", action="store_true", help="also time each implementation lever")
     p.add_argument("--only", nargs="*", help="levers to time (default: all)")
     p.add_argument("--nnrun-overrides", nargs="*", default=[], help="e.g. model.unroll=4")
+    p.add_argument("--note", default="", help="recorded in the result file, e.g. what else ran on the machine")
     args = p.parse_args()
 
     import jax
@@ -290,8 +292,8 @@ def main() -> None:
         for v in args.only or LEVERS:
             arms[v] = Lever(v, xd, yd, chunk)
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), {threads} cores, {platform.processor() or platform.machine()}",
-          flush=True)
+          f"({torch.get_num_threads()} threads), {threads} cores, {platform.processor() or platform.machine()}; "
+          f"nnrun's batch split over {arms['nnrun'].t.placement.devices} device(s)", flush=True)
     compile_s = {name: arm.warm_up() for name, arm in arms.items()}
     rates: dict[str, list[float]] = {name: [] for name in arms}
     for r in range(args.rounds):
@@ -309,7 +311,7 @@ def main() -> None:
                                "rounds": args.rounds, "steps": args.steps, "batch": BATCH, "chunk": chunk,
                                "nnrun_overrides": args.nnrun_overrides, "rates": rates, "median": med,
                                "compile_s": compile_s, "ratio_nnrun_torch": med["nnrun"] / med["torch"],
-                               "note": "machine shared with other processes during the run"}, indent=1))
+                               "devices": arms["nnrun"].t.placement.devices, "note": args.note}, indent=1))
     print(f"wrote {out.relative_to(REPO)}")
 
 
