@@ -200,13 +200,15 @@ def test_resnet_in_chwn_layout_has_the_same_parameters_outputs_and_gradients(sho
     import jax.numpy as jnp
 
     from experiments.models.resnet import ResNet
+    from experiments.training.driver import compiled_for_one_use
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
     nhwc = ResNet((1, 1, 1), (4, 8, 16), stem, shortcut, 10, 0.9, "NHWC")
     chwn = nhwc.clone(layout="CHWN")
-    # everything jitted: op-by-op dispatch of the patch convolutions' pieces took most of this test's time
-    v = jax.jit(nhwc.init)(jax.random.key(0), x)
-    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(jax.jit(chwn.init)(jax.random.key(0), x))):
+    # everything compiled: op-by-op dispatch of the patch convolutions' pieces took most of this test's
+    # time, and so did compiling the initialisers with XLA's optimisations
+    v = compiled_for_one_use(jax.jit(nhwc.init))(jax.random.key(0), x)
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(compiled_for_one_use(jax.jit(chwn.init))(jax.random.key(0), x))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     def loss(model, params):

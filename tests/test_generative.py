@@ -143,6 +143,7 @@ def test_the_generator_average_follows_its_decay_and_is_what_samples_come_from()
     from experiments.hydra_bridge import compose, task_config
     from experiments.training import Streams
     from experiments.training.adversarial import build_steps
+    from experiments.training.driver import compiled_for_one_use
 
     def steps_for(*overrides: str):
         exp = validate(task_config(compose("gan_mnist", [*TINY_GAN, *overrides])[0]))
@@ -150,7 +151,7 @@ def test_the_generator_average_follows_its_decay_and_is_what_samples_come_from()
 
     steps = steps_for("trainer.ema=0.75")
     batch = {"x": jnp.asarray(steps.data.train.x[:50])}
-    state = jax.jit(steps.init)(jax.random.key(0), batch)  # jitted: eager init dispatches op by op (15 s)
+    state = compiled_for_one_use(jax.jit(steps.init))(jax.random.key(0), batch)  # eager: op by op, 15 s
     leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]  # noqa: E731
     assert all(np.array_equal(a, b) for a, b in zip(leaves(state.g_ema), leaves(state.g_params)))
     new, _ = jax.jit(steps.train_step)(state, batch, Streams(jax.random.key(1)))
@@ -173,6 +174,7 @@ def test_r1_penalises_the_discriminators_input_gradient_on_real_images() -> None
     from experiments.hydra_bridge import compose, task_config
     from experiments.training import Streams
     from experiments.training.adversarial import build_steps
+    from experiments.training.driver import compiled_for_one_use
 
     def steps_for(*overrides: str):
         exp = validate(task_config(compose("gan_mnist", [*TINY_GAN, *overrides])[0]))
@@ -180,7 +182,7 @@ def test_r1_penalises_the_discriminators_input_gradient_on_real_images() -> None
 
     steps, plain = steps_for("trainer.r1=10.0"), steps_for("trainer.r1=0")
     batch = {"x": jnp.asarray(steps.data.train.x[:16])}
-    state = jax.jit(steps.init)(jax.random.key(0), batch)  # jitted: eager init dispatches op by op
+    state = compiled_for_one_use(jax.jit(steps.init))(jax.random.key(0), batch)  # eager: op by op, 15 s
     real = steps.pixels.to_gan(batch["x"])
     # one image at a time: the batched penalty must equal the mean squared norm of each logit's own gradient
     per_image = jax.jit(jax.vmap(jax.grad(lambda x: steps.discriminate(state.d_params, x[None])[0])))(real)

@@ -35,7 +35,7 @@ def test_padding_never_changes_a_result(cell):
     padded_mask = np.concatenate([mask, np.zeros((3, 5), np.float32)], 1)
     for structure, info in (("seq2vec", DataInfo((7, 4), 3)), ("seq2seq", DataInfo((7, 4), 3, target_shape=(7,)))):
         model = _net(info, cell=cell, hidden=6, layers=2, bidirectional=True, structure=structure)
-        variables = model.init(jax.random.key(0), jnp.asarray(x), mask=jnp.asarray(mask))
+        variables = jax.jit(model.init)(jax.random.key(0), jnp.asarray(x), mask=jnp.asarray(mask))
         short = np.asarray(model.apply(variables, x, mask=mask))
         long = np.asarray(model.apply(variables, padded_x, mask=padded_mask))
         if structure == "seq2vec":
@@ -52,7 +52,7 @@ def test_padding_never_changes_a_result(cell):
 def test_a_masked_sequence_scores_as_that_sequence_alone():
     model = _net(DataInfo((6, 2), 4), cell="lstm", hidden=5)
     x = np.random.default_rng(1).normal(size=(2, 6, 2)).astype(np.float32)
-    variables = model.init(jax.random.key(0), jnp.asarray(x))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.asarray(x))
     masked = model.apply(variables, x, mask=np.array([[1, 1, 1, 0, 0, 0], [1] * 6], np.float32))
     np.testing.assert_allclose(masked[0], model.apply(variables, x[:1, :3])[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(model.apply(variables, x, lengths=np.array([3, 6])), masked)
@@ -73,7 +73,7 @@ def _copy_flax(kind: str, w: dict, hidden: int) -> dict:
 def test_fused_hoisted_cells_compute_what_flaxs_cells_do(kind):
     model = _net(DataInfo((5, 3), target_shape=(5, 1)), cell=kind, hidden=4, structure="seq2seq")
     x = jax.random.normal(jax.random.key(1), (2, 5, 3))
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     w = variables["params"]["R1"]["fwd"]
     cell = nn.LSTMCell(4) if kind == "lstm" else nn.GRUCell(4)
     ours = nn.RNN(cell).apply({"params": {"cell": _copy_flax(kind, w, 4)}}, x)
@@ -88,7 +88,7 @@ def test_the_hand_written_backward_pass_matches_autodiff_of_flaxs_cells(kind):
     model = _net(DataInfo((5, 3), target_shape=(5, 1)), cell=kind, hidden=4, structure="seq2seq")
     x = jax.random.normal(jax.random.key(1), (2, 5, 3))
     mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], jnp.float32)
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     out = variables["params"]["Out"]["dense"]
     cell = nn.LSTMCell(4) if kind == "lstm" else nn.GRUCell(4)
 
@@ -110,7 +110,7 @@ def test_the_hand_written_backward_pass_matches_autodiff_of_flaxs_cells(kind):
 def test_vec2seq_feeds_each_prediction_back():
     model = _net(DataInfo((2, 1), target_shape=(4, 1)), cell="gru", hidden=3, structure="vec2seq")
     x = jnp.asarray([[[0.5], [-0.2]]])
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     y = model.apply(variables, x)
     assert y.shape == (1, 4, 1)
     # generating k+1 steps from the prime x equals priming on (x, y_0..y_{k-1}) and taking one step
@@ -136,7 +136,7 @@ def test_truncated_bptt_carries_the_state_across_consecutive_windows():
     full = _net(DataInfo((8, 1), target_shape=(8, 1)), cell="lstm", hidden=3, structure="seq2seq")
     b0, b1 = (streams.gather(streams.device_arrays(), jnp.arange(2) + 2 * j) for j in range(2))
     assert b0["first"].all() and not b1["first"].any()
-    variables = model.init(jax.random.key(0), b0["x"])
+    variables = jax.jit(model.init)(jax.random.key(0), b0["x"])
     state = {"carry": variables["carry"]}
     outs = []
     for b in (b0, b1):
