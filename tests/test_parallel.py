@@ -46,11 +46,12 @@ def test_auto_splits_over_the_cpu_cores_when_they_divide_the_batch(monkeypatch) 
     assert batch_mesh(None, 128) is None  # auto is for CPU cores only; a number asks on any backend
 
 
-def test_trials_that_split_their_batches_are_not_vectorised() -> None:
+def test_only_trials_that_ask_for_several_devices_are_not_vectorised() -> None:
     from experiments.sweep.vectorized import _loop_reason, experiment
 
     assert "trainer.devices" in _loop_reason(experiment("lstm_mnist", ("trainer.devices=2",)))
     assert _loop_reason(experiment("lstm_mnist", ("trainer.devices=1",))) == ""
+    assert _loop_reason(experiment("lstm_mnist", ())) == ""  # null (auto): a vmapped group on one device
 
 
 @pytest.mark.parametrize("value, fragments", [

@@ -123,7 +123,7 @@ def _loop_reason(exp: Experiment) -> str:
         return f"the {exp.trainer.name} trainer is not vectorised"
     if exp.resume:
         return "a resumed run continues alone"
-    if exp.trainer.devices != 1:
+    if exp.trainer.devices not in (1, None):  # null (auto) lets a vmapped group use one device
         return "a run that splits its batches over devices (trainer.devices) trains alone"
     return ""
 
