@@ -33,6 +33,11 @@ def test_a_batch_split_over_two_devices_trains_as_one_device_does(nnrun_cli, tmp
     np.testing.assert_allclose(losses[1], losses[0], rtol=2e-3)  # every chunk
     assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=2e-3)
     assert abs(two["test"]["accuracy"] - one["test"]["accuracy"]) <= 0.003
+    # the checkpoint of a split run restores and evaluates on one device to the run's own result
+    result = nnrun_cli("eval", str(tmp_path / "two"))
+    assert result.code == 0, result.out
+    evaluated = read_json(tmp_path / "two" / "eval-best-test.json")
+    assert evaluated["accuracy"] == pytest.approx(two["test"]["accuracy"], abs=1e-6)
 
 
 def test_auto_splits_over_the_cpu_cores_when_they_divide_the_batch(monkeypatch) -> None:
