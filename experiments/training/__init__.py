@@ -51,12 +51,14 @@ class TrainerConfig:
             if getattr(self, key) < 1:
                 raise UserError(f"bad value for 'trainer.{key}': {getattr(self, key)}; it must be >= 1")
         if self.devices is not None:
-            self._check_devices(UserError)
+            self._check_devices()
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"bad value for 'trainer.max_steps': {self.max_steps}; it must be >= 1 or null")
 
+    def _check_devices(self) -> None:
+        """A device count that the machine has and the batch divides (the count needs JAX's devices)."""
+        from experiments.errors import UserError
 
-    def _check_devices(self, UserError: type) -> None:
         if self.devices < 1:
             raise UserError(f"bad value for 'trainer.devices': {self.devices}; it must be >= 1 or null")
         if self.devices == 1:
