@@ -352,9 +352,10 @@ def state_initializer(steps: Steps, data: Dataset) -> Callable[[jax.Array], Loop
 def compiled_for_one_use(fn: Callable) -> Callable:
     """A jitted function that runs once or a few times (a run's initial state), compiled by
     XLA-CPU without its backend optimisations: initialisers (threefry, QR for orthogonal
-    matrices) took 2.6-10 s to compile at the default level and 0.7-1.8 s this way (LeNet5,
-    LSTM, ResNet-20, the GAN on the 2-core CPU), for a program that runs for milliseconds.
-    Values agree with the optimised program's up to the last bit of a float."""
+    matrices) took 1.5-6.3 s to compile at the default level and 0.5-1.7 s this way (LeNet5,
+    LSTM, ResNet-20, the GAN on the idle 2-core CPU: benchmarks/init_compile.py), for a
+    program that runs for milliseconds. Values agree with the optimised program's up to the
+    last bit of a float."""
     if jax.default_backend() != "cpu":
         return fn
     cache: dict = {}
