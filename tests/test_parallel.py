@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY, assert_one_line_error, read_json, read_metrics
+from conftest import TINY, assert_one_line_error, nnrun_proc, read_json, read_metrics
 from experiments.training.parallel import batch_mesh
 
 # 15 steps in chunks of 4: the epoch ends with 3 steps dispatched one by one, the
@@ -38,6 +38,19 @@ def test_a_batch_split_over_two_devices_trains_as_one_device_does(nnrun_cli, tmp
     assert result.code == 0, result.out
     evaluated = read_json(tmp_path / "two" / "eval-best-test.json")
     assert evaluated["accuracy"] == pytest.approx(two["test"]["accuracy"], abs=1e-6)
+
+
+def test_split_programs_dispatched_one_per_step_do_not_deadlock(tmp_path: Path) -> None:
+    """LeNet5 split over 2 devices, every step its own dispatch (a chunk longer than the epoch):
+    before `Placement.one_at_a_time`, this run aborted after 40 s in an XLA-CPU collective
+    rendezvous (two programs in flight, each holding a pool thread). A separate process, so an
+    abort fails this test alone."""
+    out = nnrun_proc("train", "conf=lenet5", "data.train_subset=20000", "data.val_size=200", "data.test_subset=200",
+                     "trainer.epochs=1", "trainer.log_every=1000", "trainer.devices=2", "trainer.progress=false",
+                     "trainer.plots=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)
+    assert out.code == 0, out.err[-2000:]
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert (summary["devices"], summary["steps_done"]) == (2, (20000 - 200) // 128)
 
 
 def test_auto_splits_over_the_cpu_cores_when_they_divide_the_batch(monkeypatch) -> None:
