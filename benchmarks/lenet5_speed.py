@@ -70,10 +70,11 @@ class NnrunTrainer:
         self.placement = Placement(batch_mesh(self.exp.trainer.devices, batch))  # as `nnrun train` splits a batch
         self.hp = self.placement.replicate({"key": self.key})
         step = d.make_step(lambda h: self.steps, self.data.train, batch, self.exp.data.augment, self.placement)
-        self.step = jax.jit(step, donate_argnums=0)
+        one_at_a_time = self.placement.one_at_a_time  # as the driver dispatches split programs
+        self.step = one_at_a_time(jax.jit(step, donate_argnums=0))
         self.chunk_len = chunk or self.exp.trainer.log_every
         scan = d.scan_pays(self.exp) if scan is None else scan
-        self.chunk = jax.jit(d.make_chunk(step, self.chunk_len), donate_argnums=0) if scan else None
+        self.chunk = one_at_a_time(jax.jit(d.make_chunk(step, self.chunk_len), donate_argnums=0)) if scan else None
         self.arrays = self.placement.replicate(self.data.train.device_arrays())
         self.reset()
         self.evaluator = d.Evaluator(self.steps, 1000, placement=self.placement)
