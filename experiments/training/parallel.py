@@ -9,7 +9,7 @@ threefry), so a run computes what it computes on one device up to float rounding
 When it pays: XLA gives one CPU device a thread pool for every op, and for the small ops of
 an LSTM step (a 128 x 512 matmul, its gates) the hand-offs cost more than the work; two
 devices, one per core, each running half the batch, do not hand off. conf=lstm_mnist's step
-ran 1.13-1.44x PyTorch's this way (median of four runs 1.25x) against 0.80x on one device
+ran 1.13-1.44x PyTorch's this way (median of eight runs 1.17x) against 0.80x on one device
 (benchmarks/lstm_speed.py, docs/results.md). Models whose activations keep the batch as the minor axis (the CHWN patch
 convolutions of LeNet5, the GAN and ResNet on CPU) got several times slower instead, so
 splitting is opt-in: nnrun starts JAX with one CPU device per core
